@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependency direction (DESIGN.md section 2):
+//   executables -> Vault -> HSMBridge -> CPKCS11; everything -> Custody.
+// The custody server must never be able to import HSMBridge or CPKCS11.
+
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+
+let package = Package(
+  name: "Custos",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "custos", targets: ["custos"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+  ],
+  targets: [
+    // C: a header shim over p11-kit's pkcs11.h. Modules are dlopened, never linked.
+    .target(name: "CPKCS11"),
+    // C: Debian's libsecp256k1 (recovery, extrakeys, schnorrsig).
+    .systemLibrary(
+      name: "CSecp256k1",
+      pkgConfig: "libsecp256k1",
+      providers: [.apt(["libsecp256k1-dev"])]
+    ),
+    // Pure model shared by every side. Depends on nothing of ours.
+    .target(name: "Custody"),
+    // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
+    .target(
+      name: "HSMBridge",
+      dependencies: ["CPKCS11", "Custody", logging],
+      resources: [
+        // softhsm/ at the top of the package, linked here so it compiles into the module.
+        .embedInCode("softhsm/softhsm2.conf.template"),
+        .embedInCode("softhsm/custody.mechanisms"),
+        .embedInCode("softhsm/admin.mechanisms"),
+        .embedInCode("softhsm/officer.mechanisms"),
+        .embedInCode("softhsm/default.mechanisms"),
+      ]
+    ),
+    .executableTarget(
+      name: "custos",
+      dependencies: ["HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
+    ),
+    .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
+    .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", logging]),
+    .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,5 @@
+// Debian's libsecp256k1-dev, with the modules the vault uses.
+#include <secp256k1.h>
+#include <secp256k1_recovery.h>
+#include <secp256k1_extrakeys.h>
+#include <secp256k1_schnorrsig.h>

@@ -1,0 +1,165 @@
+import ArgumentParser
+import Custody
+import Foundation
+import HSMBridge
+
+struct DeviceCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "device",
+    abstract: "Create and inspect emulated HSM devices.",
+    subcommands: [Create.self, Info.self])
+
+  struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Create a device directory with one SoftHSM token per partition.",
+      discussion: """
+        Each partition gets the mechanism allow-list of softhsm/<name>.mechanisms (or
+        softhsm/default.mechanisms). PINs given here are test PINs: the key ceremony derives
+        real partition PINs that nobody types. Without --so-pin/--user-pin you are prompted.
+        """)
+
+    @Argument(help: "The device directory to create (must not exist).")
+    var directory: String
+
+    @Option(name: .customLong("partition"), help: "A partition to create (repeatable).")
+    var partitions: [String] = []
+
+    @Option(help: "The device's name (default: the directory's name).")
+    var name: String?
+
+    @Option(name: .customLong("so-pin"), help: "Test Security Officer PIN for every partition.")
+    var soPIN: String?
+
+    @Option(name: .customLong("user-pin"), help: "Test user PIN for every partition.")
+    var userPIN: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+      if partitions.isEmpty { throw ValidationError("name at least one --partition") }
+    }
+
+    func run() async throws {
+      let logger = logging.makeLogger("custos.device")
+      let so = try soPIN.map(SecretBytes.init(utf8:)) ?? Prompt.secret("Security Officer PIN for the new partitions")
+      let user = try userPIN.map(SecretBytes.init(utf8:)) ?? Prompt.secret("User PIN for the new partitions")
+      let device = try Device.create(
+        at: directory, name: name ?? URL(fileURLWithPath: directory).lastPathComponent,
+        partitions: partitions.map { PartitionSetup(name: $0, soPIN: so, userPIN: user) },
+        logger: logger)
+      print("created device \(device.manifest.name) (serial \(device.manifest.serial)) at \(device.directory)")
+      for partition in device.manifest.partitions {
+        print(
+          "  partition \(partition.name): token serial \(partition.tokenSerial), \(partition.mechanisms.count) mechanisms (profile \(partition.profile))"
+        )
+      }
+    }
+  }
+
+  struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Show a device's partitions, tokens, mechanisms and object counts.")
+
+    @Argument(help: "The device directory.")
+    var directory: String
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+      let logger = logging.makeLogger("custos.device")
+      let device = try Device.open(at: directory, logger: logger)
+      let report = try DeviceReport(device)
+      if json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+      } else {
+        print(report.text)
+      }
+    }
+  }
+}
+
+/// What `custos device info` shows.
+struct DeviceReport: Codable {
+  struct MechanismEntry: Codable {
+    var name: String
+    var minKeySize: UInt
+    var maxKeySize: UInt
+    var usages: [String]
+  }
+  struct PartitionEntry: Codable {
+    var name: String
+    var tokenLabel: String
+    var tokenSerial: String
+    var manufacturer: String
+    var model: String
+    var library: String
+    var flags: [String]
+    var storedObjects: Int
+    var profile: String
+    var mechanisms: [MechanismEntry]
+  }
+  var name: String
+  var serial: String
+  var created: String
+  var directory: String
+  var partitions: [PartitionEntry]
+
+  init(_ device: Device) throws {
+    name = device.manifest.name
+    serial = device.manifest.serial
+    created = device.manifest.created
+    directory = device.directory
+    partitions = try device.manifest.partitions.map { entry in
+      let partition = try device.partition(entry.name)
+      let token = try partition.tokenInfo()
+      var flags = [String]()
+      if token.initialized { flags.append("initialized") }
+      if token.userPINInitialized { flags.append("user-pin-set") }
+      if token.loginRequired { flags.append("login-required") }
+      if token.hasRandomNumberGenerator { flags.append("rng") }
+      if token.writeProtected { flags.append("write-protected") }
+      if token.userPINLocked { flags.append("user-pin-locked") }
+      if token.soPINLocked { flags.append("so-pin-locked") }
+      let mechanisms = try partition.mechanisms().sorted().map { type in
+        let info = try partition.module.mechanismInfo(type, slot: partition.slot)
+        return MechanismEntry(
+          name: type.name, minKeySize: info.minKeySize, maxKeySize: info.maxKeySize, usages: info.usages)
+      }
+      return PartitionEntry(
+        name: entry.name, tokenLabel: token.label, tokenSerial: token.serialNumber,
+        manufacturer: token.manufacturer, model: token.model,
+        library:
+          "\(partition.module.info.manufacturer): \(partition.module.info.libraryDescription) \(partition.module.info.libraryVersion)",
+        flags: flags, storedObjects: try device.storedObjectCount(ofPartition: entry.name),
+        profile: entry.profile, mechanisms: mechanisms)
+    }
+  }
+
+  var text: String {
+    var lines = ["device \(name)  serial \(serial)  created \(created)", "  at \(directory)"]
+    for partition in partitions {
+      lines.append("")
+      lines.append("partition \(partition.name)")
+      lines.append(
+        "  token      '\(partition.tokenLabel)'  serial \(partition.tokenSerial)  (\(partition.manufacturer) \(partition.model))"
+      )
+      lines.append("  library    \(partition.library)")
+      lines.append("  flags      \(partition.flags.joined(separator: ", "))")
+      lines.append("  objects    \(partition.storedObjects) stored")
+      lines.append("  mechanisms \(partition.mechanisms.count), allow-list profile '\(partition.profile)':")
+      let width = partition.mechanisms.map(\.name.count).max() ?? 0
+      for mechanism in partition.mechanisms {
+        let sizes = mechanism.maxKeySize == 0 ? "" : "  key \(mechanism.minKeySize)-\(mechanism.maxKeySize)"
+        lines.append(
+          "    \(mechanism.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(mechanism.usages.joined(separator: ","))\(sizes)"
+        )
+      }
+    }
+    return lines.joined(separator: "\n")
+  }
+}

@@ -1,0 +1,57 @@
+import Custody
+import Foundation
+import HSMBridge
+import Logging
+
+/// A directory under the system's temporary directory, removed when the value goes away.
+final class TemporaryDirectory: @unchecked Sendable {
+  let path: String
+
+  init(_ prefix: String = "custos-test") throws {
+    var template = Array((NSTemporaryDirectory() + "\(prefix)-XXXXXX").utf8CString)
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+      throw POSIXError(.EIO)
+    }
+    path = String(cString: made)
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+
+  func appending(_ component: String) -> String { path + "/" + component }
+}
+
+enum TestPINs {
+  static let so = "so-pin-1234"
+  static let user = "user-pin-5678"
+}
+
+let testLogger: Logger = {
+  var logger = Logger(label: "custos.tests")
+  logger.logLevel = .warning
+  return logger
+}()
+
+/// A fresh device with the named partitions (default allow-list), in its own temporary
+/// directory.
+struct TestDevice {
+  let directory: TemporaryDirectory
+  let device: Device
+
+  init(partitions: [String] = ["scratch"], name: String = "test") throws {
+    directory = try TemporaryDirectory()
+    device = try Device.create(
+      at: directory.appending("device"), name: name,
+      partitions: partitions.map {
+        PartitionSetup(
+          name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
+          allowList: MechanismAllowList.profile("default"))
+      }, logger: testLogger)
+  }
+
+  /// A read-write session logged in as the user.
+  func userSession(_ partition: String = "scratch") throws -> Session {
+    let session = try device.partition(partition).openSession(readWrite: true)
+    try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
+    return session
+  }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Custos needs when they are missing (as root), or says exactly
+# which apt-get line to run (as anyone else). Called by every Makefile target that builds.
+set -euo pipefail
+
+packages=(softhsm2 libsofthsm2-dev libsecp256k1-dev libp11-kit-dev libssl-dev libargon2-dev opensc
+  util-linux python3)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ! command -v swift >/dev/null 2>&1; then
+  echo "swift is not on PATH: install a Swift 6 toolchain first (https://www.swift.org/install/linux/)" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  echo "installing missing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "run this, then try again:" >&2
+  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
