@@ -46,8 +46,10 @@ let package = Package(
       name: "custos",
       dependencies: ["HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
     ),
+    // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
+    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
-    .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", logging]),
+    .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", logging]),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
   ],
   swiftLanguageModes: [.v6]

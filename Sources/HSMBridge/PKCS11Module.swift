@@ -22,6 +22,17 @@ public final class PKCS11Module: @unchecked Sendable {
   public let info: ModuleInfo
   /// Whether this instance runs from a private copy of the library.
   public let isPrivateCopy: Bool
+  /// How the function list was obtained: PKCS #11 3.0's `C_GetInterface` (preferred when the
+  /// module exports it) or 2.x's `C_GetFunctionList`.
+  public let entryPoint: EntryPoint
+  /// The version the function list declares (3.x through `C_GetInterface` on a 3.0 module).
+  public let functionListVersion: Version
+
+  /// The entry point a function list came from.
+  public enum EntryPoint: String, Sendable {
+    case getInterface = "C_GetInterface"
+    case getFunctionList = "C_GetFunctionList"
+  }
 
   // Immutable after init; PKCS #11 with CKF_OS_LOCKING_OK is safe to call from any thread.
   let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
@@ -58,7 +69,8 @@ public final class PKCS11Module: @unchecked Sendable {
     self.registryKey = loaded.key
     self.isPrivateCopy = loaded.privateCopy
     do {
-      self.functions = try Self.functionList(library: loaded.library, path: path)
+      (self.functions, self.entryPoint) = try Self.functionList(library: loaded.library, path: path)
+      self.functionListVersion = Version(functions.pointee.version)
       try Self.initialize(functions, softHSMConfiguration: softHSMConfiguration)
       var raw = CK_INFO()
       try check(functions.pointee.C_GetInfo(&raw), "C_GetInfo")
@@ -86,10 +98,9 @@ public final class PKCS11Module: @unchecked Sendable {
 
   private static func functionList(
     library: UnsafeMutableRawPointer, path: String
-  ) throws
-    -> UnsafeMutablePointer<CK_FUNCTION_LIST>
-  {
+  ) throws -> (UnsafeMutablePointer<CK_FUNCTION_LIST>, EntryPoint) {
     var list: UnsafeMutablePointer<CK_FUNCTION_LIST>? = nil
+    var entryPoint = EntryPoint.getInterface
     if let symbol = dlsym(library, "C_GetInterface") {
       // PKCS #11 3.0: ask for the default "PKCS 11" interface. Its function list begins with
       // the 2.40 layout, which is all HSMBridge calls.
@@ -104,6 +115,7 @@ public final class PKCS11Module: @unchecked Sendable {
       }
     }
     if list == nil {
+      entryPoint = .getFunctionList
       guard let symbol = dlsym(library, "C_GetFunctionList") else {
         throw HSMBridgeError(
           .missingFunction, "\(path) exports neither C_GetInterface nor C_GetFunctionList")
@@ -115,7 +127,7 @@ public final class PKCS11Module: @unchecked Sendable {
       throw HSMBridgeError(.missingFunction, "\(path) returned no function list")
     }
     try requireFunctions(list.pointee, path: path)
-    return list
+    return (list, entryPoint)
   }
 
   /// Refuses a module whose function list has a null entry for a call HSMBridge makes.

@@ -1,5 +1,6 @@
 import Custody
 import HSMBridge
+import TestSupport
 import Testing
 
 @Suite(.serialized) struct ConcurrencyTests {

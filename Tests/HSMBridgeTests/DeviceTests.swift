@@ -1,6 +1,7 @@
 import Custody
 import Foundation
 import HSMBridge
+import TestSupport
 import Testing
 
 @Suite(.serialized) struct DeviceTests {

@@ -3,11 +3,13 @@ import Foundation
 import HSMBridge
 import Logging
 
-/// A directory under the system's temporary directory, removed when the value goes away.
-final class TemporaryDirectory: @unchecked Sendable {
-  let path: String
+// Shared by the test targets: temporary directories and real SoftHSM devices in them.
 
-  init(_ prefix: String = "custos-test") throws {
+/// A directory under the system's temporary directory, removed when the value goes away.
+public final class TemporaryDirectory: @unchecked Sendable {
+  public let path: String
+
+  public init(_ prefix: String = "custos-test") throws {
     var template = Array((NSTemporaryDirectory() + "\(prefix)-XXXXXX").utf8CString)
     guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
       throw POSIXError(.EIO)
@@ -17,15 +19,15 @@ final class TemporaryDirectory: @unchecked Sendable {
 
   deinit { try? FileManager.default.removeItem(atPath: path) }
 
-  func appending(_ component: String) -> String { path + "/" + component }
+  public func appending(_ component: String) -> String { path + "/" + component }
 }
 
-enum TestPINs {
-  static let so = "so-pin-1234"
-  static let user = "user-pin-5678"
+public enum TestPINs {
+  public static let so = "so-pin-1234"
+  public static let user = "user-pin-5678"
 }
 
-let testLogger: Logger = {
+public let testLogger: Logger = {
   var logger = Logger(label: "custos.tests")
   logger.logLevel = .warning
   return logger
@@ -33,11 +35,11 @@ let testLogger: Logger = {
 
 /// A fresh device with the named partitions (default allow-list), in its own temporary
 /// directory.
-struct TestDevice {
-  let directory: TemporaryDirectory
-  let device: Device
+public struct TestDevice {
+  public let directory: TemporaryDirectory
+  public let device: Device
 
-  init(partitions: [String] = ["scratch"], name: String = "test") throws {
+  public init(partitions: [String] = ["scratch"], name: String = "test") throws {
     directory = try TemporaryDirectory()
     device = try Device.create(
       at: directory.appending("device"), name: name,
@@ -49,7 +51,7 @@ struct TestDevice {
   }
 
   /// A read-write session logged in as the user.
-  func userSession(_ partition: String = "scratch") throws -> Session {
+  public func userSession(_ partition: String = "scratch") throws -> Session {
     let session = try device.partition(partition).openSession(readWrite: true)
     try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
     return session
