@@ -7,6 +7,8 @@ import PackageDescription
 
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let yams = Target.Dependency.product(name: "Yams", package: "Yams")
 
 let package = Package(
   name: "Custos",
@@ -17,6 +19,8 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+    .package(url: "https://github.com/jpsim/Yams", "5.0.1"..<"7.0.0"),
   ],
   targets: [
     // C: a header shim over p11-kit's pkcs11.h. Modules are dlopened, never linked.
@@ -27,12 +31,18 @@ let package = Package(
       pkgConfig: "libsecp256k1",
       providers: [.apt(["libsecp256k1-dev"])]
     ),
+    // C: Debian's libargon2 (Argon2id for unseal share files and the Crypto User verifier).
+    .systemLibrary(
+      name: "CArgon2",
+      pkgConfig: "libargon2",
+      providers: [.apt(["libargon2-dev"])]
+    ),
     // Pure model shared by every side. Depends on nothing of ours.
     .target(name: "Custody"),
     // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
     .target(
       name: "HSMBridge",
-      dependencies: ["CPKCS11", "Custody", logging],
+      dependencies: ["CPKCS11", "CArgon2", "Custody", crypto, logging],
       resources: [
         // softhsm/ at the top of the package, linked here so it compiles into the module.
         .embedInCode("softhsm/softhsm2.conf.template"),
@@ -42,14 +52,23 @@ let package = Package(
         .embedInCode("softhsm/default.mechanisms"),
       ]
     ),
+    // Key ceremonies: scripts as data (YAML), the engine, participants, prompts, transcripts.
+    .target(
+      name: "Ceremony",
+      dependencies: ["HSMBridge", "Custody", yams, crypto, logging]
+    ),
     .executableTarget(
       name: "custos",
-      dependencies: ["HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
+      dependencies: ["Ceremony", "HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
-    .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", logging]),
+    .testTarget(
+      name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", crypto, logging],
+      resources: [.copy("Vectors")]),
+    .testTarget(
+      name: "CeremonyTests", dependencies: ["Ceremony", "HSMBridge", "Custody", "TestSupport", crypto, logging]),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
   ],
   swiftLanguageModes: [.v6]

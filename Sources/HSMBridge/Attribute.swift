@@ -53,6 +53,10 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
   public static let endDate = AttributeType(UInt(CKA_END_DATE))
   public static let subject = AttributeType(UInt(CKA_SUBJECT))
   public static let objectID = AttributeType(UInt(CKA_OBJECT_ID))
+  public static let allowedMechanisms = AttributeType(UInt(CKA_ALLOWED_MECHANISMS))
+  public static let wrapTemplate = AttributeType(UInt(CKA_WRAP_TEMPLATE))
+  public static let unwrapTemplate = AttributeType(UInt(CKA_UNWRAP_TEMPLATE))
+  public static let publicKeyInfo = AttributeType(UInt(CKA_PUBLIC_KEY_INFO))
 
   /// How a value of this type is encoded.
   enum Encoding { case bool, ulong, bytes, utf8, objectClass, keyType, mechanism }

@@ -98,6 +98,20 @@ public struct HSMBridgeError: Error, Hashable, Sendable, CustomStringConvertible
     public static let fileSystem = Code("fileSystem")
     public static let sessionClosed = Code("sessionClosed")
     public static let unexpectedAttribute = Code("unexpectedAttribute")
+    /// libargon2 refused its parameters or failed.
+    public static let argon2Failed = Code("argon2Failed")
+    /// Fewer unseal shares than the threshold, or the same share twice.
+    public static let notEnoughShares = Code("notEnoughShares")
+    /// A share file that does not open with its holder's password (wrong password or damaged).
+    public static let wrongPassword = Code("wrongPassword")
+    /// A share file that is not a Custos share, or belongs to another device.
+    public static let shareInvalid = Code("shareInvalid")
+    /// The shares combined into a secret the device does not recognise.
+    public static let activationFailed = Code("activationFailed")
+    /// The device's enrolment file is missing or not valid.
+    public static let enrolmentInvalid = Code("enrolmentInvalid")
+    /// An officer token or its PIN, or a signature made by one, was refused.
+    public static let officerRefused = Code("officerRefused")
   }
 
   public let code: Code

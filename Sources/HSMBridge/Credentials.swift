@@ -1,0 +1,55 @@
+import Custody
+import Foundation
+
+/// What the device keeps of the Crypto User credential: an Argon2id hash of it, never the
+/// credential itself. Servers present the credential on the device socket; the device
+/// recomputes the hash and compares in constant time.
+public struct CredentialVerifier: Codable, Hashable, Sendable {
+  public var algorithm: String
+  /// Argon2 version (19 = 0x13).
+  public var version: Int
+  public var t: UInt32
+  public var m: UInt32
+  public var p: UInt32
+  /// Hex.
+  public var salt: String
+  /// Hex of the 32-byte Argon2id output.
+  public var hash: String
+
+  /// The verifier of `credential` with a fresh `salt` (16 bytes from the token's RNG).
+  public static func make(
+    for credential: SecretBytes, salt: [UInt8], parameters: Argon2.Parameters = .custos
+  ) throws -> CredentialVerifier {
+    let hash = try Argon2.hash(.argon2id, password: credential, salt: salt, parameters: parameters)
+    return CredentialVerifier(
+      algorithm: Argon2.Variant.argon2id.rawValue, version: 0x13, t: parameters.t, m: parameters.m,
+      p: parameters.p, salt: Hex.encode(salt), hash: hash.withUnsafeBytes { Hex.encode($0) })
+  }
+
+  /// Whether `credential` is the one this verifier was made for.
+  public func verify(_ credential: SecretBytes) throws -> Bool {
+    guard algorithm == Argon2.Variant.argon2id.rawValue, version == 0x13, let saltBytes = Hex.decode(salt),
+      let expected = Hex.decode(hash)
+    else {
+      throw HSMBridgeError(.enrolmentInvalid, "the Crypto User verifier is not an Argon2id (0x13) hash")
+    }
+    let computed = try Argon2.hash(
+      .argon2id, password: credential, salt: saltBytes, parameters: Argon2.Parameters(t: t, m: m, p: p),
+      length: expected.count)
+    return computed.constantTimeEquals(SecretBytes(expected))
+  }
+}
+
+/// The Crypto User credential: what a custody server presents to open a vault session.
+public enum CryptoUserCredential {
+  /// The prefix of every credential's text, so that one is recognisable in a secrets store.
+  public static let prefix = "custos-cu1-"
+
+  /// A credential's text from 32 random bytes: `custos-cu1-` and 64 hex digits.
+  public static func make(fromRandom bytes: SecretBytes) throws -> SecretBytes {
+    guard bytes.count == 32 else {
+      throw HSMBridgeError(.invalidArgument, "a Crypto User credential needs 32 random bytes, not \(bytes.count)")
+    }
+    return bytes.hexEncoded(prefix: prefix)
+  }
+}
