@@ -10,6 +10,12 @@ public struct PartitionPINs: Sendable {
   public let securityOfficer: SecretBytes
   /// The partition token's User PIN.
   public let user: SecretBytes
+
+  public init(partition: String, securityOfficer: SecretBytes, user: SecretBytes) {
+    self.partition = partition
+    self.securityOfficer = securityOfficer
+    self.user = user
+  }
 }
 
 /// The result of activating (unsealing) a device: every partition's PINs.

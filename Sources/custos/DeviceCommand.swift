@@ -1,4 +1,5 @@
 import ArgumentParser
+import Ceremony
 import Custody
 import Foundation
 import HSMBridge
@@ -41,8 +42,8 @@ struct DeviceCommand: AsyncParsableCommand {
 
     func run() async throws {
       let logger = logging.makeLogger("custos.device")
-      let so = try soPIN.map(SecretBytes.init(utf8:)) ?? Prompt.secret("Security Officer PIN for the new partitions")
-      let user = try userPIN.map(SecretBytes.init(utf8:)) ?? Prompt.secret("User PIN for the new partitions")
+      let so = try soPIN.map(SecretBytes.init(utf8:)) ?? TerminalInput.secret("Security Officer PIN for the new partitions")
+      let user = try userPIN.map(SecretBytes.init(utf8:)) ?? TerminalInput.secret("User PIN for the new partitions")
       let device = try Device.create(
         at: directory, name: name ?? URL(fileURLWithPath: directory).lastPathComponent,
         partitions: partitions.map { PartitionSetup(name: $0, soPIN: so, userPIN: user) },
