@@ -530,14 +530,7 @@ public final class CeremonyEngine {
       UnsealShare(path: participants.holder(name)!.share, password: try prompter.sharePassword(of: name))
     }
     let activation = try device.activate(shares: shares)
-    for name in device.manifest.partitions.map(\.name) {
-      let pins = try activation.pins(name)
-      let session = try state.session(name)
-      try session.login(.user, pin: pins.user)
-      try session.logout()
-      try session.login(.securityOfficer, pin: pins.securityOfficer)
-      try session.logout()
-    }
+    try device.checkActivation(activation)
     state.activation = activation
     prompter.say("  \(activation.holders.joined(separator: " and ")) activated the device: every partition's PINs log in")
     return [

@@ -265,4 +265,18 @@ extension Device {
     return DeviceActivation(
       partitions: ActivationSecret.partitionPINs(from: secret, partitions: record.partitions), holders: holders)
   }
+
+  /// Proves an activation: every partition's derived User and SO PINs log in to its token.
+  /// Throws the PKCS #11 error of the first that does not.
+  public func checkActivation(_ activation: DeviceActivation) throws {
+    for entry in manifest.partitions {
+      let pins = try activation.pins(entry.name)
+      let session = try partition(entry.name).openSession(readWrite: true)
+      defer { try? session.close() }
+      try session.login(.user, pin: pins.user)
+      try session.logout()
+      try session.login(.securityOfficer, pin: pins.securityOfficer)
+      try session.logout()
+    }
+  }
 }

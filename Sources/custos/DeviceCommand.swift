@@ -8,7 +8,7 @@ struct DeviceCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "device",
     abstract: "Create and inspect emulated HSM devices.",
-    subcommands: [Create.self, Info.self])
+    subcommands: [Create.self, Info.self, Activate.self])
 
   struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -162,5 +162,71 @@ struct DeviceReport: Codable {
       }
     }
     return lines.joined(separator: "\n")
+  }
+}
+
+extension DeviceCommand {
+  struct Activate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Check that a quorum of unseal key holders activates a device.",
+      discussion: """
+        Each holder's share file opens with their password (asked on the terminal without echo); \
+        the shares combine into the activation secret, which the device recognises, and every \
+        partition's derived User and SO PIN logs in. Nothing is shown and nothing changes. With \
+        --rehearsal, share files and passwords come from the participants file.
+        """)
+
+    @Argument(help: "The device directory.")
+    var directory: String
+
+    @Option(name: .customLong("share"), help: "A holder's share file (repeatable).")
+    var shares: [String] = []
+
+    @Option(name: .customLong("holder"), help: "With --rehearsal: a holder of the participants file (repeatable).")
+    var holders: [String] = []
+
+    @Flag(help: "Take share files and passwords from the participants file.")
+    var rehearsal = false
+
+    @Option(help: "With --rehearsal: the participants file.")
+    var participants: String?
+
+    @Option(name: .customLong("rehearsal-dir"), help: "With --rehearsal: the rehearsal directory (default: rehearsal/ beside the device).")
+    var rehearsalDirectory: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+      let logger = logging.makeLogger("custos.device")
+      let device = try Device.open(at: directory, logger: logger)
+      var unseal = [UnsealShare]()
+      if rehearsal {
+        guard let participants else { throw ValidationError("--rehearsal needs --participants FILE") }
+        let base = URL(
+          fileURLWithPath: rehearsalDirectory ?? ((device.directory as NSString).deletingLastPathComponent + "/rehearsal")
+        ).standardizedFileURL.path
+        let people = try Participants.load(participants, baseDirectory: base)
+        for name in holders {
+          guard let holder = people.holder(name), let password = holder.unsealPassword ?? holder.password else {
+            throw CommandFailure("\(participants) has no unseal key holder '\(name)' with a password")
+          }
+          unseal.append(UnsealShare(path: holder.share, password: password))
+        }
+      } else {
+        for path in shares {
+          let file = try UnsealShareFile.read(path)
+          unseal.append(UnsealShare(path: path, password: try TerminalInput.secret("\(file.holder), the password of your share file")))
+        }
+      }
+      do {
+        let activation = try device.activate(shares: unseal)
+        try device.checkActivation(activation)
+        print(
+          "device \(device.manifest.name) activated by \(activation.holders.joined(separator: " and ")): the PINs of \(device.manifest.partitions.map(\.name).joined(separator: ", ")) derive and log in (not shown)"
+        )
+      } catch let error as HSMBridgeError {
+        throw CommandFailure("activation refused: \(error.reason)")
+      }
+    }
   }
 }
