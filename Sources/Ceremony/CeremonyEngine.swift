@@ -83,7 +83,8 @@ public final class CeremonyEngine {
     if let create = step(.createDevice) {
       guard !fileManager.fileExists(atPath: deviceDirectory) else {
         throw CeremonyError(
-          .alreadyExists, step: create, "\(deviceDirectory) already exists; a device is never created over one (it was left untouched)")
+          .alreadyExists, step: create,
+          "\(deviceDirectory) already exists; a device is never created over one (it was left untouched)")
       }
       let parent = (deviceDirectory as NSString).deletingLastPathComponent
       guard fileManager.fileExists(atPath: parent) else {
@@ -95,11 +96,13 @@ public final class CeremonyEngine {
       guard participants.holders.count == count else {
         throw CeremonyError(
           .participantsInvalid, step: split,
-          "the secret is split into \(count) shares but \(participants.path) names \(participants.holders.count) unseal key holders")
+          "the secret is split into \(count) shares but \(participants.path) names \(participants.holders.count) unseal key holders"
+        )
       }
       for holder in participants.holders where fileManager.fileExists(atPath: holder.share) {
         throw CeremonyError(
-          .alreadyExists, step: split, "\(holder.name)'s share file \(holder.share) already exists; a share is never overwritten")
+          .alreadyExists, step: split,
+          "\(holder.name)'s share file \(holder.share) already exists; a share is never overwritten")
       }
     }
     if let enrol = step(.enrolCryptoUser), fileManager.fileExists(atPath: participants.cryptoUserCredential) {
@@ -148,7 +151,8 @@ public final class CeremonyEngine {
     while index < script.steps.count {
       let step = script.steps[index]
       prompter.say(
-        "Step \(step.number)/\(script.steps.count): \(step.title) [\(step.role)\(step.quorum > 1 ? " x\(step.quorum)" : "")]")
+        "Step \(step.number)/\(script.steps.count): \(step.title) [\(step.role)\(step.quorum > 1 ? " x\(step.quorum)" : "")]"
+      )
       logger.info(
         "ceremony step", metadata: ["ceremony.name": "\(script.name)", "ceremony.step": "\(step.number)"])
       try within(step) { try authorise(step, state) }
@@ -244,7 +248,8 @@ public final class CeremonyEngine {
             role: step.role, officer: name, challenge: Array(challenge.utf8), signature: signature)
         } catch let error as HSMBridgeError {
           let holdsRole = state.enrolment.officer(named: name)?.roles.contains(step.role) ?? false
-          throw CeremonyError(holdsRole ? .signatureInvalid : .wrongRole, step: step, "the device refused: \(error.reason)")
+          throw CeremonyError(
+            holdsRole ? .signatureInvalid : .wrongRole, step: step, "the device refused: \(error.reason)")
         }
         signatures.append(
           TranscriptSignature(
@@ -314,7 +319,8 @@ public final class CeremonyEngine {
           "key-id": .string(officer.keyID), "public-key": .string(officer.publicKey),
           "token-serial": .string(officer.tokenSerial),
         ]))
-      prompter.say("  enrolled \(officer.name) as \(officer.roles.map(\.rawValue).joined(separator: ", ")) (key \(officer.keyID))")
+      prompter.say(
+        "  enrolled \(officer.name) as \(officer.roles.map(\.rawValue).joined(separator: ", ")) (key \(officer.keyID))")
     }
     return ["officers": .array(officers)]
   }
@@ -351,7 +357,9 @@ public final class CeremonyEngine {
                 ])
               }),
           ], state)
-        self.prompter.say("  device \(staged.manifest.name), serial \(staged.manifest.serial), partitions \(partitions.joined(separator: ", "))")
+        self.prompter.say(
+          "  device \(staged.manifest.name), serial \(staged.manifest.serial), partitions \(partitions.joined(separator: ", "))"
+        )
         try self.runSteps(from: next, state)
         try self.finish(staged, state)
       }
@@ -390,12 +398,14 @@ public final class CeremonyEngine {
     state.transientPINs = [:]
     state.secret = secret
     state.pins = pins
-    prompter.say("  activation secret generated in \(source)'s token; PINs of \(names.joined(separator: ", ")) derived from it")
+    prompter.say(
+      "  activation secret generated in \(source)'s token; PINs of \(names.joined(separator: ", ")) derived from it")
     return [
       "source": .string("\(ActivationSecret.length) bytes from the RNG of partition \(source)'s token"),
       "partitions": .array(names.map { .string($0) }),
       "pins": .string(
-        "the SO and User PIN of every partition re-set to HKDF-SHA256 derivations of the activation secret; never shown"),
+        "the SO and User PIN of every partition re-set to HKDF-SHA256 derivations of the activation secret; never shown"
+      ),
     ]
   }
 
@@ -403,7 +413,8 @@ public final class CeremonyEngine {
     let partition = step.string("partition")!
     let key = step.string("key")!
     guard let pins = state.pins[partition] else {
-      throw CeremonyError(.actionFailed, step: step, "partition \(partition) has no PINs (the activation secret is gone)")
+      throw CeremonyError(
+        .actionFailed, step: step, "partition \(partition) has no PINs (the activation secret is gone)")
     }
     let session = try state.userSession(partition, pin: pins.user)
     let created = try AttributePolicy.generateKey(key, partition: partition, session: session)
@@ -418,7 +429,9 @@ public final class CeremonyEngine {
         case .sensitive: attributes[type.name] = .string("(sensitive: unreadable)")
         case .invalid: break
         }
-        if case .value(.ecPoint(let der)) = reading, der.count == 67 { publicKey = .string(Hex.encode(der.dropFirst(2))) }
+        if case .value(.ecPoint(let der)) = reading, der.count == 67 {
+          publicKey = .string(Hex.encode(der.dropFirst(2)))
+        }
       }
       objects.append(
         .object([
@@ -426,7 +439,9 @@ public final class CeremonyEngine {
           "attributes": .object(attributes),
         ]))
     }
-    prompter.say("  generated \(key) in \(partition): \(created.map { "\($0.policy.objectClass) handle \($0.handle.rawValue)" }.joined(separator: ", "))")
+    prompter.say(
+      "  generated \(key) in \(partition): \(created.map { "\($0.policy.objectClass) handle \($0.handle.rawValue)" }.joined(separator: ", "))"
+    )
     return ["partition": .string(partition), "key": .string(key), "objects": .array(objects), "public-key": publicKey]
   }
 
@@ -532,7 +547,8 @@ public final class CeremonyEngine {
     let activation = try device.activate(shares: shares)
     try device.checkActivation(activation)
     state.activation = activation
-    prompter.say("  \(activation.holders.joined(separator: " and ")) activated the device: every partition's PINs log in")
+    prompter.say(
+      "  \(activation.holders.joined(separator: " and ")) activated the device: every partition's PINs log in")
     return [
       "holders": .array(activation.holders.map { .string($0) }),
       "partitions": .array(device.manifest.partitions.map { .string($0.name) }),

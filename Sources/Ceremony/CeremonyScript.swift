@@ -171,13 +171,16 @@ public struct CeremonyScript: Sendable {
         node, "a step", allowed: ["step", "title", "role", "quorum", "action", "with", "does", "records"])
       let number = try reader.int(fields["step"], "'step' (its number)", in: node)
       guard number == steps.count + 1 else {
-        throw reader.fail(node, "step \(number) is out of order: steps are numbered 1, 2, 3, ... and this is the \(steps.count + 1)th")
+        throw reader.fail(
+          node, "step \(number) is out of order: steps are numbered 1, 2, 3, ... and this is the \(steps.count + 1)th")
       }
       let stepTitle = try reader.string(fields["title"], "step \(number)'s 'title'", in: node)
       let roleName = try reader.string(fields["role"], "step \(number)'s 'role'", in: node)
       guard let role = Role(rawValue: roleName) else {
         throw reader.fail(
-          fields["role"], "step \(number): unknown role '\(roleName)' (roles: \(Role.allCases.map(\.rawValue).joined(separator: ", ")))")
+          fields["role"],
+          "step \(number): unknown role '\(roleName)' (roles: \(Role.allCases.map(\.rawValue).joined(separator: ", ")))"
+        )
       }
       let quorum = try reader.int(fields["quorum"], "step \(number)'s 'quorum'", in: node)
       guard quorum >= 1 else { throw reader.fail(fields["quorum"], "step \(number): quorum must be at least 1") }
@@ -191,7 +194,8 @@ public struct CeremonyScript: Sendable {
       guard action.roles.contains(role) else {
         throw reader.fail(
           fields["role"],
-          "step \(number): \(action.rawValue) is done by \(action.roles.map(\.rawValue).joined(separator: " or ")), not \(role)")
+          "step \(number): \(action.rawValue) is done by \(action.roles.map(\.rawValue).joined(separator: " or ")), not \(role)"
+        )
       }
       for required in action.requires where !seen.contains(required) {
         throw reader.fail(node, "step \(number): \(action.rawValue) needs an earlier \(required.rawValue) step")
@@ -255,7 +259,9 @@ public struct CeremonyScript: Sendable {
         throw reader.fail(
           node, "step \(step.number): the attribute policy has no key '\(key)' in partition '\(partition)'")
       }
-      if steps.contains(where: { $0.action == .generateKey && $0.string("key") == key && $0.string("partition") == partition }) {
+      if steps.contains(where: {
+        $0.action == .generateKey && $0.string("key") == key && $0.string("partition") == partition
+      }) {
         throw reader.fail(node, "step \(step.number): \(key) is generated twice")
       }
     case .splitActivationSecret:

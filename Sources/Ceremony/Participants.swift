@@ -91,7 +91,8 @@ public struct Participants: Sendable {
         guard let role = Role(rawValue: roleName), role.usesOfficerToken else {
           throw reader.fail(
             fields["roles"],
-            "\(name): '\(roleName)' is not an officer role (\(Role.officerRoles.map(\.rawValue).joined(separator: ", ")))")
+            "\(name): '\(roleName)' is not an officer role (\(Role.officerRoles.map(\.rawValue).joined(separator: ", ")))"
+          )
         }
         return role
       }
@@ -120,11 +121,14 @@ public struct Participants: Sendable {
     guard let cryptoUserNode = top["crypto-user"] else { throw reader.fail(root, "'crypto-user' is missing") }
     let cryptoUser = try reader.mapping(cryptoUserNode, "'crypto-user'", allowed: ["credential"])
     let credential = resolve(
-      try reader.string(cryptoUser["credential"], "'crypto-user: credential' (where the credential is written)", in: cryptoUserNode))
+      try reader.string(
+        cryptoUser["credential"], "'crypto-user: credential' (where the credential is written)", in: cryptoUserNode))
 
     var acting = [Int: [String]]()
     if let actingNode = top["acting"] {
-      guard let mapping = actingNode.mapping else { throw reader.fail(actingNode, "'acting' must map step numbers to names") }
+      guard let mapping = actingNode.mapping else {
+        throw reader.fail(actingNode, "'acting' must map step numbers to names")
+      }
       for (key, value) in mapping {
         guard let step = key.int else { throw reader.fail(key, "'acting' keys are step numbers") }
         acting[step] = try reader.strings(value, "'acting' for step \(step)", in: actingNode)
@@ -171,7 +175,8 @@ public struct Participants: Sendable {
           try FileManager.default.createDirectory(
             atPath: (officer.token as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
             attributes: [.posixPermissions: 0o700])
-          tokens[officer.name] = try OfficerToken.create(at: officer.token, name: officer.name, pin: pin, logger: logger)
+          tokens[officer.name] = try OfficerToken.create(
+            at: officer.token, name: officer.name, pin: pin, logger: logger)
         } else {
           let token = try OfficerToken.open(at: officer.token, logger: logger)
           guard token.name == officer.name else {
@@ -181,7 +186,8 @@ public struct Participants: Sendable {
           tokens[officer.name] = token
         }
       } catch let error as HSMBridgeError {
-        throw CeremonyError(.participantsInvalid, "\(officer.name)'s officer token at \(officer.token): \(error.reason)")
+        throw CeremonyError(
+          .participantsInvalid, "\(officer.name)'s officer token at \(officer.token): \(error.reason)")
       }
     }
     return tokens

@@ -280,7 +280,8 @@ public enum TranscriptVerifier {
         throw TranscriptError(line: number, "its sequence number is \(decoded.entry.seq)")
       }
       guard decoded.entry.prev == head else {
-        throw TranscriptError(line: number, "it does not follow line \(index) (previous hash \(decoded.entry.prev) is not \(head))")
+        throw TranscriptError(
+          line: number, "it does not follow line \(index) (previous hash \(decoded.entry.prev) is not \(head))")
       }
       head = decoded.hash
       entries.append(decoded.entry)
@@ -304,12 +305,14 @@ public enum TranscriptVerifier {
         throw TranscriptError(line: line, "\(signature.officer) signed but is not a participant of the ceremony")
       }
       if let role, !participant.roles.contains(role) {
-        throw TranscriptError(line: line, "\(signature.officer) signed as \(role) but holds \(participant.roles.map(\.rawValue))")
+        throw TranscriptError(
+          line: line, "\(signature.officer) signed as \(role) but holds \(participant.roles.map(\.rawValue))")
       }
       guard let key = Hex.decode(participant.publicKey), let bytes = Hex.decode(signature.signature),
         OfficerSignature.isValid(bytes, over: Array(challenge.utf8), publicKey: key)
       else {
-        throw TranscriptError(line: line, "the signature of \(signature.officer) does not verify under key \(participant.keyID)")
+        throw TranscriptError(
+          line: line, "the signature of \(signature.officer) does not verify under key \(participant.keyID)")
       }
     }
 
@@ -373,7 +376,8 @@ public enum TranscriptVerifier {
           throw TranscriptError(line: line, "sign-off without its one signature")
         }
         guard entry.head == hashes[completed - 1] else {
-          throw TranscriptError(line: line, "the sign-off is not of the completed ceremony's chain head (line \(completed))")
+          throw TranscriptError(
+            line: line, "the sign-off is not of the completed ceremony's chain head (line \(completed))")
         }
         let expected = Challenge.signOff(ceremony: ceremony, head: hashes[completed - 1])
         guard entry.challenge == expected else {

@@ -84,7 +84,8 @@ enum TranscriptMarkdown {
           out.append("")
         }
         for signature in entry.signatures ?? [] {
-          out.append("- \(signature.time): **\(signature.officer)** (key `\(signature.keyID)`): `\(signature.signature)`")
+          out.append(
+            "- \(signature.time): **\(signature.officer)** (key `\(signature.keyID)`): `\(signature.signature)`")
         }
       case .ceremonyStarted:
         break
@@ -100,7 +101,10 @@ enum TranscriptMarkdown {
       var lines = ["", "**\(key)**:", ""]
       for item in items {
         if case .object(let fields) = item {
-          lines.append("- " + fields.keys.sorted().filter { $0 != "attributes" }.map { "\($0): \(fields[$0]!.text)" }.joined(separator: ", "))
+          lines.append(
+            "- "
+              + fields.keys.sorted().filter { $0 != "attributes" }.map { "\($0): \(fields[$0]!.text)" }.joined(
+                separator: ", "))
           if case .object(let attributes)? = fields["attributes"] {
             lines.append("")
             lines.append("  | attribute | value |")

@@ -30,7 +30,8 @@ public struct DeviceActivation: Sendable {
     guard let pins = partitions[partition] else {
       throw HSMBridgeError(
         .invalidArgument,
-        "activation has no PINs for partition '\(partition)' (it has \(partitions.keys.sorted().joined(separator: ", ")))")
+        "activation has no PINs for partition '\(partition)' (it has \(partitions.keys.sorted().joined(separator: ", ")))"
+      )
     }
     return pins
   }

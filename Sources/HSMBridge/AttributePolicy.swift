@@ -209,7 +209,8 @@ public enum AttributePolicy {
       exceptions: [
         PolicyException(.derive(true), vaultDerives),
         PolicyException(
-          .extractable(true), "backup to offline HSMs and cloning to standbys carry it, wrapped; \(wrapOnlyUnderTrusted)"),
+          .extractable(true),
+          "backup to offline HSMs and cloning to standbys carry it, wrapped; \(wrapOnlyUnderTrusted)"),
         PolicyException(.neverExtractable(false), "follows from CKA_EXTRACTABLE true"),
         PolicyException(.wrapWithTrusted(true), wrapOnlyUnderTrusted),
       ]),
@@ -219,7 +220,8 @@ public enum AttributePolicy {
       exceptions: [
         PolicyException(.derive(true), vaultDerives),
         PolicyException(
-          .extractable(true), "standbys of a cluster must hold the same value, so it is cloned wrapped; \(wrapOnlyUnderTrusted)"),
+          .extractable(true),
+          "standbys of a cluster must hold the same value, so it is cloned wrapped; \(wrapOnlyUnderTrusted)"),
         PolicyException(.neverExtractable(false), "follows from CKA_EXTRACTABLE true"),
         PolicyException(.wrapWithTrusted(true), wrapOnlyUnderTrusted),
       ]),

@@ -176,7 +176,8 @@ extension Device {
     }
     guard enrolment.format == Enrolment.currentFormat else {
       throw HSMBridgeError(
-        .enrolmentInvalid, "\(enrolmentPath) has format \(enrolment.format); this build reads \(Enrolment.currentFormat)")
+        .enrolmentInvalid,
+        "\(enrolmentPath) has format \(enrolment.format); this build reads \(Enrolment.currentFormat)")
     }
     guard enrolment.device == manifest.serial else {
       throw HSMBridgeError(

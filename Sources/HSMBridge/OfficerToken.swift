@@ -110,7 +110,8 @@ public final class OfficerToken: @unchecked Sendable {
     }
     // DER OCTET STRING (04 41) around the 65-byte uncompressed point.
     guard der.count == 67, der[0] == 0x04, der[1] == 0x41, der[2] == 0x04 else {
-      throw HSMBridgeError(.deviceInvalid, "\(device.directory): the officer public key is not an uncompressed P-256 point")
+      throw HSMBridgeError(
+        .deviceInvalid, "\(device.directory): the officer public key is not an uncompressed P-256 point")
     }
     return Array(der[2...])
   }

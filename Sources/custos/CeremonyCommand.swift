@@ -35,7 +35,8 @@ struct CeremonyCommand: AsyncParsableCommand {
 
     @Option(
       name: .customLong("rehearsal-dir"),
-      help: "Where a rehearsal keeps officer tokens, share files and the credential (default: rehearsal/ beside the device)."
+      help:
+        "Where a rehearsal keeps officer tokens, share files and the credential (default: rehearsal/ beside the device)."
     )
     var rehearsalDirectory: String?
 

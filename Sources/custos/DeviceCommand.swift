@@ -42,7 +42,8 @@ struct DeviceCommand: AsyncParsableCommand {
 
     func run() async throws {
       let logger = logging.makeLogger("custos.device")
-      let so = try soPIN.map(SecretBytes.init(utf8:)) ?? TerminalInput.secret("Security Officer PIN for the new partitions")
+      let so =
+        try soPIN.map(SecretBytes.init(utf8:)) ?? TerminalInput.secret("Security Officer PIN for the new partitions")
       let user = try userPIN.map(SecretBytes.init(utf8:)) ?? TerminalInput.secret("User PIN for the new partitions")
       let device = try Device.create(
         at: directory, name: name ?? URL(fileURLWithPath: directory).lastPathComponent,
@@ -191,7 +192,9 @@ extension DeviceCommand {
     @Option(help: "With --rehearsal: the participants file.")
     var participants: String?
 
-    @Option(name: .customLong("rehearsal-dir"), help: "With --rehearsal: the rehearsal directory (default: rehearsal/ beside the device).")
+    @Option(
+      name: .customLong("rehearsal-dir"),
+      help: "With --rehearsal: the rehearsal directory (default: rehearsal/ beside the device).")
     var rehearsalDirectory: String?
 
     @OptionGroup var logging: LoggingOptions
@@ -203,7 +206,8 @@ extension DeviceCommand {
       if rehearsal {
         guard let participants else { throw ValidationError("--rehearsal needs --participants FILE") }
         let base = URL(
-          fileURLWithPath: rehearsalDirectory ?? ((device.directory as NSString).deletingLastPathComponent + "/rehearsal")
+          fileURLWithPath: rehearsalDirectory
+            ?? ((device.directory as NSString).deletingLastPathComponent + "/rehearsal")
         ).standardizedFileURL.path
         let people = try Participants.load(participants, baseDirectory: base)
         for name in holders {
@@ -215,7 +219,9 @@ extension DeviceCommand {
       } else {
         for path in shares {
           let file = try UnsealShareFile.read(path)
-          unseal.append(UnsealShare(path: path, password: try TerminalInput.secret("\(file.holder), the password of your share file")))
+          unseal.append(
+            UnsealShare(
+              path: path, password: try TerminalInput.secret("\(file.holder), the password of your share file")))
         }
       }
       do {

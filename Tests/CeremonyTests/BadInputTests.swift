@@ -23,17 +23,22 @@ private func failure(_ rehearsal: Rehearsal) -> CeremonyError? {
 private func acting(_ entries: [Int: [String]]) -> (String) -> String {
   { text in
     text + "\nacting:\n"
-      + entries.keys.sorted().map { "  \($0): [\(entries[$0]!.joined(separator: ", "))]" }.joined(separator: "\n") + "\n"
+      + entries.keys.sorted().map { "  \($0): [\(entries[$0]!.joined(separator: ", "))]" }.joined(separator: "\n")
+      + "\n"
   }
 }
 
 @Suite(.serialized) struct BadInputTests {
   @Test func aWrongOfficerPINFailsNamingTheStepAndLeavesNothing() throws {
-    let rehearsal = try Rehearsal { $0.replacingOccurrences(of: "pin: carol-rehearsal-pin", with: "pin: carol-mistyped") }
+    let rehearsal = try Rehearsal {
+      $0.replacingOccurrences(of: "pin: carol-rehearsal-pin", with: "pin: carol-mistyped")
+    }
     // carol's token exists with her real PIN; the file now gives a wrong one.
-    try FileManager.default.createDirectory(atPath: rehearsal.rehearsalDirectory + "/officers", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: rehearsal.rehearsalDirectory + "/officers", withIntermediateDirectories: true)
     _ = try OfficerToken.create(
-      at: rehearsal.rehearsalDirectory + "/officers/carol", name: "carol", pin: SecretBytes(utf8: "carol-rehearsal-pin"),
+      at: rehearsal.rehearsalDirectory + "/officers/carol", name: "carol",
+      pin: SecretBytes(utf8: "carol-rehearsal-pin"),
       logger: testLogger)
     let error = try #require(failure(rehearsal))
     #expect(error.code == .wrongPIN)
@@ -60,7 +65,8 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
   @Test func aMissingQuorumFailsAtItsStep() throws {
     // Only one Crypto Officer is enrolled: carol becomes a Domain User.
     let rehearsal = try Rehearsal {
-      $0.replacingOccurrences(of: "  - name: carol\n    roles: [Crypto Officer]", with: "  - name: carol\n    roles: [Domain User]")
+      $0.replacingOccurrences(
+        of: "  - name: carol\n    roles: [Crypto Officer]", with: "  - name: carol\n    roles: [Domain User]")
     }
     let error = try #require(failure(rehearsal))
     #expect(error.code == .missingQuorum)
@@ -95,7 +101,8 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
   @Test func aWrongUnsealPasswordFailsActivationAndLeavesNoShareBehind() throws {
     let rehearsal = try Rehearsal {
       $0.replacingOccurrences(
-        of: "password: grace-rehearsal-password", with: "password: grace-rehearsal-password\n    unseal-password: grace-forgot")
+        of: "password: grace-rehearsal-password",
+        with: "password: grace-rehearsal-password\n    unseal-password: grace-forgot")
     }
     let error = try #require(failure(rehearsal))
     #expect(error.code == .wrongPassword)
@@ -117,7 +124,8 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
 
   @Test func existingShareOrCredentialFilesAreNeverOverwritten() throws {
     let rehearsal = try Rehearsal()
-    try FileManager.default.createDirectory(atPath: rehearsal.rehearsalDirectory + "/shares", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: rehearsal.rehearsalDirectory + "/shares", withIntermediateDirectories: true)
     try Data("an older share".utf8).write(to: URL(fileURLWithPath: rehearsal.share("heidi")))
     let error = try #require(failure(rehearsal))
     #expect(error.code == .alreadyExists)
@@ -127,7 +135,9 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
   }
 
   @Test func participantsFilesAreCheckedBeforeAnythingHappens() throws {
-    let rehearsal = try Rehearsal { $0.replacingOccurrences(of: "    token: officers/bob\n", with: "    token: officers/bob\n    badge: 42\n") }
+    let rehearsal = try Rehearsal {
+      $0.replacingOccurrences(of: "    token: officers/bob\n", with: "    token: officers/bob\n    badge: 42\n")
+    }
     do {
       _ = try rehearsal.participants()
       Issue.record("an unknown key was accepted")

@@ -61,19 +61,24 @@ private func parseError(_ text: String) -> CeremonyError? {
   }
 
   @Test func mistakesAreNamedWithTheirLine() throws {
-    let unknownAction = parseError(minimal.replacingOccurrences(of: "action: create-device", with: "action: make-device"))
+    let unknownAction = parseError(
+      minimal.replacingOccurrences(of: "action: create-device", with: "action: make-device"))
     #expect(unknownAction?.code == .scriptInvalid)
     #expect(unknownAction?.reason.contains("line 14") == true)
     #expect(unknownAction?.reason.contains("unknown action 'make-device'") == true)
 
-    let typo = parseError(minimal.replacingOccurrences(of: "    quorum: 1\n    action: enrol", with: "    quorom: 1\n    action: enrol"))
+    let typo = parseError(
+      minimal.replacingOccurrences(of: "    quorum: 1\n    action: enrol", with: "    quorom: 1\n    action: enrol"))
     #expect(typo?.reason.contains("unknown key 'quorom'") == true)
     #expect(typo?.reason.contains("line 8") == true)
 
     let order = parseError(minimal.replacingOccurrences(of: "- step: 2", with: "- step: 3"))
     #expect(order?.reason.contains("out of order") == true)
 
-    let role = parseError(minimal.replacingOccurrences(of: "    role: Security Officer\n    quorum: 1\n    action: create", with: "    role: Audit User\n    quorum: 1\n    action: create"))
+    let role = parseError(
+      minimal.replacingOccurrences(
+        of: "    role: Security Officer\n    quorum: 1\n    action: create",
+        with: "    role: Audit User\n    quorum: 1\n    action: create"))
     #expect(role?.reason.contains("create-device is done by Security Officer, not Audit User") == true)
 
     let unknownRole = parseError(minimal.replacingOccurrences(of: "role: Security Officer", with: "role: Janitor"))

@@ -34,7 +34,9 @@ final class SharedRehearsal: @unchecked Sendable {
 nonisolated(unsafe) private var sharedRehearsalPath: String?
 
 private let holders = ["frank", "grace", "heidi"]
-private let passwords = ["frank": "frank-rehearsal-password", "grace": "grace-rehearsal-password", "heidi": "heidi-rehearsal-password"]
+private let passwords = [
+  "frank": "frank-rehearsal-password", "grace": "grace-rehearsal-password", "heidi": "heidi-rehearsal-password",
+]
 
 private func share(_ shared: SharedRehearsal, _ holder: String, password: String? = nil) -> UnsealShare {
   UnsealShare(path: shared.rehearsal.share(holder), password: SecretBytes(utf8: password ?? passwords[holder]!))
@@ -62,13 +64,17 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
     #expect(device.manifest.partitions.map(\.profile) == ["custody", "admin"])
     let enrolment = try device.enrolment()
     #expect(enrolment.officers.map(\.name) == ["alice", "bob", "carol", "dave", "erin"])
-    #expect(enrolment.officers.map(\.roles) == [[.securityOfficer], [.cryptoOfficer], [.cryptoOfficer], [.auditUser], [.domainUser]])
+    #expect(
+      enrolment.officers.map(\.roles) == [
+        [.securityOfficer], [.cryptoOfficer], [.cryptoOfficer], [.auditUser], [.domainUser],
+      ])
     #expect(enrolment.unsealHolders == holders.enumerated().map { EnrolledUnsealHolder(name: $1, shareIndex: $0 + 1) })
     #expect(enrolment.activation?.threshold == 2 && enrolment.activation?.shares == 3)
     #expect(enrolment.transcripts == [String(outcome.transcript.dropFirst(outcome.device.count + 1))])
     // Each officer's enrolled key is their token's.
     for officer in enrolment.officers {
-      let token = try OfficerToken.open(at: shared.rehearsal.rehearsalDirectory + "/officers/\(officer.name)", logger: testLogger)
+      let token = try OfficerToken.open(
+        at: shared.rehearsal.rehearsalDirectory + "/officers/\(officer.name)", logger: testLogger)
       #expect(officer.publicKey == Hex.encode(token.publicKey))
     }
     // The Crypto User credential was handed over once; the device holds only its verifier.
@@ -91,7 +97,8 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
   @Test func noSecretIsWrittenAnywhereButWhereItBelongs() throws {
     let shared = try SharedRehearsal.get()
     let credential = try String(contentsOfFile: shared.rehearsal.credential, encoding: .utf8).dropLast()
-    let secrets = [String(credential), String(credential.dropFirst(CryptoUserCredential.prefix.count))]
+    let secrets =
+      [String(credential), String(credential.dropFirst(CryptoUserCredential.prefix.count))]
       + ["alice", "bob", "carol", "dave", "erin"].map { "\($0)-rehearsal-pin" } + Array(passwords.values)
     var texts = try snapshot(shared.rehearsal.device).map { ($0.key, $0.value) }
     texts += holders.map { ("share of \($0)", FileManager.default.contents(atPath: shared.rehearsal.share($0))!) }
@@ -128,7 +135,9 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
       let report = try AttributePolicy.audit(partition: partition, session: session)
       #expect(report.findings.map(\.description) == [])
       // Exactly the table's objects: one per row.
-      #expect(report.objects.compactMap(\.policy).sorted { $0.name < $1.name } == AttributePolicy.rows(partition: partition).sorted { $0.name < $1.name })
+      #expect(
+        report.objects.compactMap(\.policy).sorted { $0.name < $1.name }
+          == AttributePolicy.rows(partition: partition).sorted { $0.name < $1.name })
       for object in report.objects {
         // Every audited attribute was read, and each reading is what the table says.
         #expect(Set(object.readings.keys) == Set(AttributePolicy.auditedAttributes))
@@ -160,14 +169,17 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
         // The transcript recorded this object with its class, label and every attribute as read
         // back (handles are per module instance, so the one recorded is the generating one's).
         let recorded = summary.entries.contains { entry in
-          guard entry.kind == .stepCompleted, case .array(let objects)? = entry.records?["objects"] else { return false }
+          guard entry.kind == .stepCompleted, case .array(let objects)? = entry.records?["objects"] else {
+            return false
+          }
           return objects.contains {
             guard case .object(let fields) = $0, case .object(let attributes)? = fields["attributes"],
               case .int = fields["handle"]
             else { return false }
             return fields["label"] == .string(label) && fields["class"] == .string(object.objectClass!.name)
               && attributes["CKA_DERIVE"] == .string("\(derives)")
-              && attributes["CKA_VALUE"] == (object.objectClass == .publicKey ? nil : .string("(sensitive: unreadable)"))
+              && attributes["CKA_VALUE"]
+                == (object.objectClass == .publicKey ? nil : .string("(sensitive: unreadable)"))
               && attributes["CKA_CHECK_VALUE"] == checkValue(object)
           }
         }
@@ -261,7 +273,8 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
       }
     }
     // A flipped byte inside a signature: caught at its line.
-    let signed = try #require(lines.firstIndex { $0.contains("\"kind\":\"step-authorised\"") && $0.contains("Crypto Officer") })
+    let signed = try #require(
+      lines.firstIndex { $0.contains("\"kind\":\"step-authorised\"") && $0.contains("Crypto Officer") })
     let signatureStart = try #require(lines[signed].range(of: "\"signature\":\"")).upperBound
     let offset = lines[signed].utf8.distance(from: lines[signed].startIndex, to: signatureStart) + 7
     var tampered = lines
@@ -280,7 +293,8 @@ private func share(_ shared: SharedRehearsal, _ holder: String, password: String
     #expect(failure(rechain(entries))?.line == signed + 1)
     #expect(failure(rechain(entries))?.reason.contains("does not verify") == true)
     // Unchanged, the rewritten chain verifies: the rewrite itself is faithful.
-    entries[signed].signatures![0].signature = lines[signed].components(separatedBy: "\"signature\":\"")[1].prefix(128).description
+    entries[signed].signatures![0].signature =
+      lines[signed].components(separatedBy: "\"signature\":\"")[1].prefix(128).description
     #expect(failure(rechain(entries)) == nil)
 
     // A missing sign-off, a truncated ceremony, a reordered line.

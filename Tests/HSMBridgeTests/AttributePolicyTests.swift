@@ -26,8 +26,10 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
     let keys = AttributePolicy.table.filter { $0.partition != OfficerToken.partitionName }
     #expect(
       Set(keys.map { "\($0.partition)/\($0.label ?? "")" })
-        == ["custody/custos.master", "custody/custos.sync", "custody/custos.audit", "admin/custos.codesign",
-          "admin/custos.attest"])
+        == [
+          "custody/custos.master", "custody/custos.sync", "custody/custos.audit", "admin/custos.codesign",
+          "admin/custos.attest",
+        ])
     for row in keys {
       let expected = row.expectations
       #expect(expected[.token] == .equals(.token(true)), "\(row)")
@@ -101,7 +103,8 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
     #expect(
       kinds.contains(
         .attributeMismatch(.modifiable, expected: .equals(.modifiable(false)), actual: .value(.modifiable(true)))))
-    let mismatch = try #require(report.findings.first { if case .attributeMismatch(.derive, _, _) = $0.kind { true } else { false } })
+    let mismatch = try #require(
+      report.findings.first { if case .attributeMismatch(.derive, _, _) = $0.kind { true } else { false } })
     #expect(mismatch.object == weak)
     #expect(mismatch.description.contains("CKA_DERIVE"))
     #expect(report.findings.first { $0.kind == .missingObject }?.objectName == "custos.sync (CKO_SECRET_KEY)")

@@ -123,7 +123,9 @@ import Testing
 
   @Test func theCryptoUserVerifierAcceptsOnlyItsCredential() throws {
     let credential = try CryptoUserCredential.make(fromRandom: SecretBytes([UInt8](repeating: 0xAB, count: 32)))
-    #expect(credential.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == "custos-cu1-" + String(repeating: "ab", count: 32))
+    #expect(
+      credential.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == "custos-cu1-"
+        + String(repeating: "ab", count: 32))
     let verifier = try CredentialVerifier.make(for: credential, salt: [UInt8](repeating: 1, count: 16))
     #expect(verifier.t == 3 && verifier.m == 65536 && verifier.p == 4)
     #expect(try verifier.verify(credential))

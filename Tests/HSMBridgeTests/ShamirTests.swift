@@ -82,8 +82,14 @@ private func fixedRandom(_ values: [UInt8]) -> (UnsafeMutableRawBufferPointer) t
 
   @Test func refusedSplits() {
     let secret = SecretBytes([1, 2, 3])
-    #expect(throws: HSMBridgeError.self) { _ = try Shamir.split(secret, threshold: 1, count: 3, random: fixedRandom([1])) }
-    #expect(throws: HSMBridgeError.self) { _ = try Shamir.split(secret, threshold: 4, count: 3, random: fixedRandom([1])) }
-    #expect(throws: HSMBridgeError.self) { _ = try Shamir.split(SecretBytes([]), threshold: 2, count: 3, random: fixedRandom([1])) }
+    #expect(throws: HSMBridgeError.self) {
+      _ = try Shamir.split(secret, threshold: 1, count: 3, random: fixedRandom([1]))
+    }
+    #expect(throws: HSMBridgeError.self) {
+      _ = try Shamir.split(secret, threshold: 4, count: 3, random: fixedRandom([1]))
+    }
+    #expect(throws: HSMBridgeError.self) {
+      _ = try Shamir.split(SecretBytes([]), threshold: 2, count: 3, random: fixedRandom([1]))
+    }
   }
 }
