@@ -370,10 +370,7 @@ public final class CeremonyEngine {
   }
 
   private static func transientPIN() -> SecretBytes {
-    SecretBytes(count: 32) { buffer in
-      var generator = SystemRandomNumberGenerator()
-      for index in buffer.indices { buffer[index] = UInt8.random(in: 0...255, using: &generator) }
-    }.hexEncoded()
+    SecretBytes.random(count: 32).hexEncoded()
   }
 
   private func generateActivationSecret(_ step: CeremonyStep, _ state: RunState) throws -> [String: JSONValue] {
@@ -519,8 +516,8 @@ public final class CeremonyEngine {
     prompter.say("  Crypto User credential written once to \(path); the device keeps only its Argon2id verifier")
     return [
       "verifier": .object([
-        "algorithm": .string(verifier.algorithm), "t": .int(Int(verifier.t)), "m": .int(Int(verifier.m)),
-        "p": .int(Int(verifier.p)),
+        "algorithm": .string(verifier.kdf.algorithm), "t": .int(Int(verifier.kdf.t)),
+        "m": .int(Int(verifier.kdf.m)), "p": .int(Int(verifier.kdf.p)),
       ]),
       "credential-file": .string(path),
     ]

@@ -87,14 +87,6 @@ public enum ActivationSecret {
 /// The associated data binds the ciphertext to the device, holder, index and threshold, so a
 /// share cannot be passed off for another holder or device.
 public struct UnsealShareFile: Codable, Hashable, Sendable {
-  public struct KDF: Codable, Hashable, Sendable {
-    public var algorithm: String
-    public var version: Int
-    public var t: UInt32
-    public var m: UInt32
-    public var p: UInt32
-    public var salt: String
-  }
   public struct Cipher: Codable, Hashable, Sendable {
     public var algorithm: String
     public var nonce: String
@@ -112,7 +104,7 @@ public struct UnsealShareFile: Codable, Hashable, Sendable {
   public var index: Int
   public var threshold: Int
   public var count: Int
-  public var kdf: KDF
+  public var kdf: Argon2.Record
   public var cipher: Cipher
 
   /// Encrypts `share` for `holder` under `password`. `salt` (16 bytes) and `nonce` (12 bytes)
@@ -127,9 +119,7 @@ public struct UnsealShareFile: Codable, Hashable, Sendable {
     var file = UnsealShareFile(
       format: formatName, version: currentVersion, device: device, holder: holder, index: Int(share.index),
       threshold: threshold, count: count,
-      kdf: KDF(
-        algorithm: Argon2.Variant.argon2id.rawValue, version: 0x13, t: parameters.t, m: parameters.m,
-        p: parameters.p, salt: Hex.encode(salt)),
+      kdf: Argon2.Record(salt: salt, parameters: parameters),
       cipher: Cipher(algorithm: "AES-256-GCM", nonce: Hex.encode(nonce), ciphertext: "", tag: ""))
     let key = try file.key(password: password)
     let sealed = try share.value.withUnsafeBytes { plaintext in
@@ -195,14 +185,13 @@ public struct UnsealShareFile: Codable, Hashable, Sendable {
   }
 
   private func key(password: SecretBytes) throws -> SymmetricKey {
-    guard kdf.algorithm == Argon2.Variant.argon2id.rawValue, kdf.version == 0x13, let salt = Hex.decode(kdf.salt)
-    else {
-      throw HSMBridgeError(.shareInvalid, "share of \(holder): key derivation is not Argon2id 0x13")
+    do {
+      return try kdf.derive(password).withUnsafeBytes { SymmetricKey(data: $0) }
+    } catch let error as HSMBridgeError where error.code == .invalidArgument {
+      throw HSMBridgeError(.shareInvalid, "share of \(holder): \(error.reason)")
     }
-    let stretched = try Argon2.hash(
-      .argon2id, password: password, salt: salt, parameters: Argon2.Parameters(t: kdf.t, m: kdf.m, p: kdf.p))
-    return stretched.withUnsafeBytes { SymmetricKey(data: $0) }
   }
+
 }
 
 /// A share presented for activation: the holder's share file and their password.

@@ -91,4 +91,36 @@ public enum Argon2 {
     guard raw.count > 0 else { return nil }
     return UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
   }
+
+  /// How a password was stretched, as files record it: variant, version, costs and salt (hex).
+  public struct Record: Codable, Hashable, Sendable {
+    public var algorithm: String
+    /// Argon2 version (19 = 0x13).
+    public var version: Int
+    public var t: UInt32
+    public var m: UInt32
+    public var p: UInt32
+    /// Hex.
+    public var salt: String
+
+    /// Argon2id, version 0x13, with `salt` and `parameters`.
+    public init(salt: [UInt8], parameters: Parameters = .custos) {
+      self.algorithm = Variant.argon2id.rawValue
+      self.version = 0x13
+      self.t = parameters.t
+      self.m = parameters.m
+      self.p = parameters.p
+      self.salt = Hex.encode(salt)
+    }
+
+    /// `length` bytes of Argon2id of `password` as recorded; refuses any other variant or version.
+    public func derive(_ password: SecretBytes, length: Int = 32) throws -> SecretBytes {
+      guard algorithm == Variant.argon2id.rawValue, version == 0x13, let saltBytes = Hex.decode(salt) else {
+        throw HSMBridgeError(
+          .invalidArgument, "the password hash is \(algorithm) version \(version); this build reads argon2id 0x13")
+      }
+      return try Argon2.hash(
+        .argon2id, password: password, salt: saltBytes, parameters: Parameters(t: t, m: m, p: p), length: length)
+    }
+  }
 }

@@ -5,14 +5,8 @@ import Foundation
 /// credential itself. Servers present the credential on the device socket; the device
 /// recomputes the hash and compares in constant time.
 public struct CredentialVerifier: Codable, Hashable, Sendable {
-  public var algorithm: String
-  /// Argon2 version (19 = 0x13).
-  public var version: Int
-  public var t: UInt32
-  public var m: UInt32
-  public var p: UInt32
-  /// Hex.
-  public var salt: String
+  /// How the credential was stretched (Argon2id, t=3, m=64 MiB, p=4, a random salt).
+  public var kdf: Argon2.Record
   /// Hex of the 32-byte Argon2id output.
   public var hash: String
 
@@ -20,23 +14,16 @@ public struct CredentialVerifier: Codable, Hashable, Sendable {
   public static func make(
     for credential: SecretBytes, salt: [UInt8], parameters: Argon2.Parameters = .custos
   ) throws -> CredentialVerifier {
-    let hash = try Argon2.hash(.argon2id, password: credential, salt: salt, parameters: parameters)
-    return CredentialVerifier(
-      algorithm: Argon2.Variant.argon2id.rawValue, version: 0x13, t: parameters.t, m: parameters.m,
-      p: parameters.p, salt: Hex.encode(salt), hash: hash.withUnsafeBytes { Hex.encode($0) })
+    let kdf = Argon2.Record(salt: salt, parameters: parameters)
+    return CredentialVerifier(kdf: kdf, hash: try kdf.derive(credential).withUnsafeBytes { Hex.encode($0) })
   }
 
   /// Whether `credential` is the one this verifier was made for.
   public func verify(_ credential: SecretBytes) throws -> Bool {
-    guard algorithm == Argon2.Variant.argon2id.rawValue, version == 0x13, let saltBytes = Hex.decode(salt),
-      let expected = Hex.decode(hash)
-    else {
-      throw HSMBridgeError(.enrolmentInvalid, "the Crypto User verifier is not an Argon2id (0x13) hash")
+    guard let expected = Hex.decode(hash) else {
+      throw HSMBridgeError(.enrolmentInvalid, "the Crypto User verifier's hash is not hex")
     }
-    let computed = try Argon2.hash(
-      .argon2id, password: credential, salt: saltBytes, parameters: Argon2.Parameters(t: t, m: m, p: p),
-      length: expected.count)
-    return computed.constantTimeEquals(SecretBytes(expected))
+    return try kdf.derive(credential, length: expected.count).constantTimeEquals(SecretBytes(expected))
   }
 }
 

@@ -87,7 +87,7 @@ public struct ActivationRecord: Codable, Hashable, Sendable {
 ///   "officers": [{"name", "roles": ["Crypto Officer", ...], "publicKey": "04...", "keyID", "tokenSerial"}],
 ///   "unsealHolders": [{"name", "shareIndex"}],
 ///   "activation": {"threshold": 2, "shares": 3, "partitions": ["custody", "admin"], "check": "<hex>"},
-///   "cryptoUser": {"algorithm": "argon2id", "version": 19, "t": 3, "m": 65536, "p": 4, "salt", "hash"},
+///   "cryptoUser": {"kdf": {"algorithm": "argon2id", "version": 19, "t": 3, "m": 65536, "p": 4, "salt"}, "hash"},
 ///   "transcripts": ["transcripts/<ceremony>.jsonl"]
 /// }
 /// ```

@@ -38,10 +38,7 @@ public final class OfficerToken: @unchecked Sendable {
       throw HSMBridgeError(.invalidArgument, "an officer PIN must be 4 to 255 bytes, not \(pin.count)")
     }
     try validateName(name)
-    let soPIN = SecretBytes(count: 32) { buffer in
-      var generator = SystemRandomNumberGenerator()
-      for index in buffer.indices { buffer[index] = UInt8.random(in: 0...255, using: &generator) }
-    }.hexEncoded()
+    let soPIN = SecretBytes.random(count: 32).hexEncoded()
     let device = try Device.create(
       at: directory, name: name,
       partitions: [

@@ -127,7 +127,7 @@ import Testing
       credential.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == "custos-cu1-"
         + String(repeating: "ab", count: 32))
     let verifier = try CredentialVerifier.make(for: credential, salt: [UInt8](repeating: 1, count: 16))
-    #expect(verifier.t == 3 && verifier.m == 65536 && verifier.p == 4)
+    #expect(verifier.kdf == Argon2.Record(salt: [UInt8](repeating: 1, count: 16), parameters: .custos))
     #expect(try verifier.verify(credential))
     #expect(try !verifier.verify(SecretBytes(utf8: "custos-cu1-" + String(repeating: "ab", count: 31) + "ac")))
     #expect(!verifier.hash.contains("abab"))
