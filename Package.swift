@@ -7,6 +7,7 @@ import PackageDescription
 
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
   name: "Custos",
@@ -17,6 +18,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
   ],
   targets: [
     // C: a header shim over p11-kit's pkcs11.h. Modules are dlopened, never linked.
@@ -26,6 +28,12 @@ let package = Package(
       name: "CSecp256k1",
       pkgConfig: "libsecp256k1",
       providers: [.apt(["libsecp256k1-dev"])]
+    ),
+    // C: OpenSSL's libcrypto, only for RIPEMD-160 (Bitcoin's HASH160); nothing else uses it.
+    .systemLibrary(
+      name: "COpenSSL",
+      pkgConfig: "libcrypto",
+      providers: [.apt(["libssl-dev"])]
     ),
     // Pure model shared by every side. Depends on nothing of ours.
     .target(name: "Custody"),
@@ -42,15 +50,25 @@ let package = Package(
         .embedInCode("softhsm/default.mechanisms"),
       ]
     ),
+    // The vault extension running inside custos-hsm: sealing, derivation, signing, addresses.
+    .target(
+      name: "Vault",
+      dependencies: ["HSMBridge", "Custody", "CSecp256k1", "COpenSSL", crypto, logging]
+    ),
     .executableTarget(
       name: "custos",
-      dependencies: ["HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
+      dependencies: ["HSMBridge", "Custody", "CSecp256k1", "Vault", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
     .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", logging]),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
+    .testTarget(
+      name: "VaultTests",
+      dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", crypto, logging],
+      resources: [.copy("Vectors")]
+    ),
   ],
   swiftLanguageModes: [.v6]
 )
