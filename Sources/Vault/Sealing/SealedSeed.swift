@@ -15,7 +15,7 @@ import Custody
 ///
 /// The key is the wallet sealing key, `C_DeriveKey(CKM_AES_ECB_ENCRYPT_DATA, custos.master,
 /// walletHash)`; the associated data is `SealedSeed.domainTag || walletHash`, so a blob opens
-/// only for the wallet data it was sealed for. Total size 49 + L (81 to 113 bytes).
+/// only for the wallet data it was sealed for. Total size 33 + L (65 to 97 bytes).
 public struct SealedSeed: Hashable, Sendable, CustomStringConvertible {
   /// The blob's bytes, as stored by the server.
   public let bytes: [UInt8]
@@ -43,7 +43,7 @@ public struct SealedSeed: Hashable, Sendable, CustomStringConvertible {
     guard SealedSeed.seedLengths.contains(seedLength) else {
       throw VaultError(
         .sealedSeedMalformed,
-        "a version 1 sealed seed is 81 to 113 bytes; this one is \(bytes.count) (truncated or padded)")
+        "a version 1 sealed seed is 65 to 97 bytes; this one is \(bytes.count) (truncated or padded)")
     }
     self.bytes = bytes
   }
