@@ -92,7 +92,9 @@ public final class WalletVault: Sendable {
   }
 
   /// The public key (and for secp256k1 the xpub) at a location.
-  public func publicKey(at location: WalletKeyLocation, network: ExtendedKeyNetwork = .mainnet) throws
+  public func publicKey(
+    at location: WalletKeyLocation, network: ExtendedKeyNetwork = .mainnet
+  ) throws
     -> WalletPublicKey
   {
     let seed = try sealer.open(location.sealedSeed, walletHash: location.walletHash)
@@ -110,14 +112,17 @@ public final class WalletVault: Sendable {
   public func address(_ kind: AddressKind, at location: WalletKeyLocation) throws -> String {
     guard kind.curve == location.scheme.curve else {
       throw VaultError(
-        .unsupported, "a \(kind) address needs a \(kind.curve.rawValue) key; this wallet derives \(location.scheme.rawValue)")
+        .unsupported,
+        "a \(kind) address needs a \(kind.curve.rawValue) key; this wallet derives \(location.scheme.rawValue)")
     }
     let seed = try sealer.open(location.sealedSeed, walletHash: location.walletHash)
     let (_, publicKey) = try derivation.signingKey(seed: seed, scheme: location.scheme, path: location.path)
     switch kind {
     case .ethereum: return try ChainAddress.ethereum(publicKey: publicKey, secp: secp)
-    case .bitcoinP2WPKH(let network): return try ChainAddress.bitcoinP2WPKH(publicKey: publicKey, network: network, secp: secp)
-    case .bitcoinP2TR(let network): return try ChainAddress.bitcoinP2TR(publicKey: publicKey, network: network, secp: secp)
+    case .bitcoinP2WPKH(let network):
+      return try ChainAddress.bitcoinP2WPKH(publicKey: publicKey, network: network, secp: secp)
+    case .bitcoinP2TR(let network):
+      return try ChainAddress.bitcoinP2TR(publicKey: publicKey, network: network, secp: secp)
     case .solana: return try ChainAddress.solana(publicKey: publicKey)
     }
   }
@@ -126,13 +131,16 @@ public final class WalletVault: Sendable {
   /// (Keccak-256 of an Ethereum transaction, a Bitcoin sighash), for Schnorr the message
   /// (a 32-byte sighash for Bitcoin), for Ed25519 the message itself. The signature is verified
   /// against the derived public key before it is returned.
-  public func sign(_ message: [UInt8], algorithm: SignatureAlgorithm, at location: WalletKeyLocation) throws
+  public func sign(
+    _ message: [UInt8], algorithm: SignatureAlgorithm, at location: WalletKeyLocation
+  ) throws
     -> VaultSignature
   {
     guard algorithm.curve == location.scheme.curve else {
       throw VaultError(
         .unsupported,
-        "\(algorithm.rawValue) needs a \(algorithm.curve.rawValue) key; this wallet derives \(location.scheme.rawValue)")
+        "\(algorithm.rawValue) needs a \(algorithm.curve.rawValue) key; this wallet derives \(location.scheme.rawValue)"
+      )
     }
     if algorithm == .ecdsaSecp256k1 && message.count != 32 {
       throw VaultError(.unsupported, "ECDSA signs a 32-byte digest, not \(message.count) bytes")
@@ -143,7 +151,10 @@ public final class WalletVault: Sendable {
     let signature = try signer.sign(
       message, algorithm: algorithm, privateKey: privateKey, publicKey: publicKey, auxiliary: auxiliary)
     logger.debug(
-      "signed", metadata: ["wallet.hash": "\(Hex.encode(location.walletHash.prefix(8)))", "vault.algorithm": "\(algorithm.rawValue)"])
+      "signed",
+      metadata: [
+        "wallet.hash": "\(Hex.encode(location.walletHash.prefix(8)))", "vault.algorithm": "\(algorithm.rawValue)",
+      ])
     return signature
   }
 

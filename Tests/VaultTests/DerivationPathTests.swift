@@ -9,7 +9,10 @@ import Testing
     #expect(path.description == "m/44'/60'/0'/0/0")
     #expect(try DerivationPath(parsing: "m/44h/60h/0h/0/0") == path)
     #expect(try DerivationPath(parsing: "m").components.isEmpty)
-    #expect(try DerivationPath(parsing: "m/2147483647'/2147483647").components == [.hardened(2_147_483_647), .normal(2_147_483_647)])
+    #expect(
+      try DerivationPath(parsing: "m/2147483647'/2147483647").components == [
+        .hardened(2_147_483_647), .normal(2_147_483_647),
+      ])
     #expect(try DerivationPath(parsing: "m/0").components == [.normal(0)])
   }
 

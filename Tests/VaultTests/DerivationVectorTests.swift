@@ -130,7 +130,10 @@ import Testing
   }
 
   @Test func signingPathAgreesWithFullDerivation() throws {
-    let seed = SecretBytes(try VectorFile.hex("fffcf9f6f3f0edeae7e4e1dedbd8d5d2cfccc9c6c3c0bdbab7b4b1aeaba8a5a29f9c999693908d8a8784817e7b7875726f6c696663605d5a5754514e4b484542"))
+    let seed = SecretBytes(
+      try VectorFile.hex(
+        "fffcf9f6f3f0edeae7e4e1dedbd8d5d2cfccc9c6c3c0bdbab7b4b1aeaba8a5a29f9c999693908d8a8784817e7b7875726f6c696663605d5a5754514e4b484542"
+      ))
     for (scheme, text) in [
       (DerivationScheme.bip32Secp256k1, "m/44'/60'/0'/0/7"), (.slip10Secp256k1, "m/0/2147483647'/1"),
       (.slip10Ed25519, "m/44'/501'/3'/0'"),
@@ -162,12 +165,16 @@ import Testing
       switch f[0] {
       case "account":
         let key = try derive(f[1])
-        #expect(try derivation.extendedPrivateKeyText(of: key).withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == f[2])
+        #expect(
+          try derivation.extendedPrivateKeyText(of: key).withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == f[2]
+        )
         #expect(try derivation.extendedPublicKey(of: key).text == f[3])
         checked += 1
       case "p2tr":
         let key = try derive(f[1])
-        #expect(try derivation.extendedPrivateKeyText(of: key).withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == f[2])
+        #expect(
+          try derivation.extendedPrivateKeyText(of: key).withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == f[2]
+        )
         #expect(try derivation.extendedPublicKey(of: key).text == f[3])
         let publicKey = try derivation.publicKey(of: key)
         #expect(Hex.encode(publicKey.dropFirst()) == f[4], "internal key \(f[1])")

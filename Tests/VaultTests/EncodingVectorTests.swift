@@ -1,4 +1,5 @@
 import Custody
+import Foundation
 import Testing
 
 @testable import Vault
@@ -132,5 +133,3 @@ import Testing
     #expect(throws: VaultError.self) { _ = try Base58.decodeCheck("1111111") }
   }
 }
-
-import Foundation

@@ -94,8 +94,10 @@ import Testing
     #expect(throws: VaultError.self) { _ = try fixture.vault.reseal(resealed, from: old, to: new) }
     // The same key comes out before and after the reseal.
     let path = try DerivationPath(parsing: "m/44'/60'/0'/0/0")
-    let before = try fixture.vault.publicKey(at: .init(sealedSeed: sealed, walletHash: old, scheme: .bip32Secp256k1, path: path))
-    let after = try fixture.vault.publicKey(at: .init(sealedSeed: resealed, walletHash: new, scheme: .bip32Secp256k1, path: path))
+    let before = try fixture.vault.publicKey(
+      at: .init(sealedSeed: sealed, walletHash: old, scheme: .bip32Secp256k1, path: path))
+    let after = try fixture.vault.publicKey(
+      at: .init(sealedSeed: resealed, walletHash: new, scheme: .bip32Secp256k1, path: path))
     #expect(before == after)
   }
 
@@ -123,7 +125,9 @@ import Testing
       }
     }
     // A padded blob has a valid layout (a longer seed) but does not open.
-    #expect(throws: VaultError.self) { _ = try fixture.sealer.open(try SealedSeed(bytes: sealed.bytes + [0]), walletHash: hash) }
+    #expect(throws: VaultError.self) {
+      _ = try fixture.sealer.open(try SealedSeed(bytes: sealed.bytes + [0]), walletHash: hash)
+    }
     // Truncated blobs are refused before the token sees them.
     for bytes in [Array(sealed.bytes.dropLast()), [], Array(sealed.bytes.prefix(5))] {
       let error = #expect(throws: VaultError.self) { _ = try SealedSeed(bytes: bytes) }
@@ -136,7 +140,9 @@ import Testing
   @Test func badArgumentsAreRefused() throws {
     let fixture = try VaultFixture()
     for length in [0, 16, 31, 65] {
-      #expect(throws: VaultError.self) { _ = try fixture.vault.createWallet(walletHash: VaultFixture.walletHash("w"), seedLength: length) }
+      #expect(throws: VaultError.self) {
+        _ = try fixture.vault.createWallet(walletHash: VaultFixture.walletHash("w"), seedLength: length)
+      }
     }
     for hash in [[], [UInt8](repeating: 1, count: 31), [UInt8](repeating: 1, count: 33)] {
       #expect(throws: VaultError.self) { _ = try fixture.vault.createWallet(walletHash: hash) }

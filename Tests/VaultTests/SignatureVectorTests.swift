@@ -83,8 +83,10 @@ import Testing
       let secret = SecretBytes((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
       let publicKey = try secret.withUnsafeBytes { try secp.publicKey(secret: $0) }
       let digest = Hashes.sha256(Array("message \(round)".utf8))
-      let first = try signer.sign(digest, algorithm: .ecdsaSecp256k1, privateKey: secret, publicKey: publicKey, auxiliary: [])
-      let second = try signer.sign(digest, algorithm: .ecdsaSecp256k1, privateKey: secret, publicKey: publicKey, auxiliary: [])
+      let first = try signer.sign(
+        digest, algorithm: .ecdsaSecp256k1, privateKey: secret, publicKey: publicKey, auxiliary: [])
+      let second = try signer.sign(
+        digest, algorithm: .ecdsaSecp256k1, privateKey: secret, publicKey: publicKey, auxiliary: [])
       #expect(first == second, "RFC 6979: same key and digest, same signature")
       #expect(first.signature[32...].lexicographicallyPrecedes(halfOrder) || Array(first.signature[32...]) == halfOrder)
       #expect(secp.recoverECDSA(signature: first.signature, recoveryID: first.recoveryID!, digest: digest) == publicKey)
@@ -105,13 +107,16 @@ import Testing
       // Claimed public key of another key: the check against the derived key refuses it.
       #expect(throws: VaultError.self) {
         _ = try signer.sign(
-          digest, algorithm: algorithm, privateKey: secret, publicKey: other, auxiliary: [UInt8](repeating: 0, count: 32))
+          digest, algorithm: algorithm, privateKey: secret, publicKey: other,
+          auxiliary: [UInt8](repeating: 0, count: 32))
       }
       let good = try signer.sign(
-        digest, algorithm: algorithm, privateKey: secret, publicKey: publicKey, auxiliary: [UInt8](repeating: 1, count: 32))
+        digest, algorithm: algorithm, privateKey: secret, publicKey: publicKey,
+        auxiliary: [UInt8](repeating: 1, count: 32))
       var bad = good.signature
       bad[40] ^= 0x10
-      let tampered = VaultSignature(algorithm: algorithm, signature: bad, recoveryID: good.recoveryID, publicKey: good.publicKey)
+      let tampered = VaultSignature(
+        algorithm: algorithm, signature: bad, recoveryID: good.recoveryID, publicKey: good.publicKey)
       do {
         try signer.check(tampered, message: digest, derivedPublicKey: publicKey)
         Issue.record("\(algorithm) accepted a tampered signature")

@@ -12,7 +12,9 @@ import Testing
   static let bitcoinPath = "m/86'/0'/0'/0/0"
   static let solanaPath = "m/44'/501'/0'/0'"
 
-  func location(_ sealed: SealedSeed, _ hash: [UInt8], _ scheme: DerivationScheme, _ path: String) throws
+  func location(
+    _ sealed: SealedSeed, _ hash: [UInt8], _ scheme: DerivationScheme, _ path: String
+  ) throws
     -> WalletKeyLocation
   {
     WalletKeyLocation(sealedSeed: sealed, walletHash: hash, scheme: scheme, path: try DerivationPath(parsing: path))
@@ -31,7 +33,8 @@ import Testing
     let exported = try fixture.vault.publicKey(at: eth)
     #expect(ecdsa.publicKey == exported.publicKey)
     #expect(secp.verifyECDSA(signature: ecdsa.signature, digest: digest, publicKey: exported.publicKey))
-    let recovered = try #require(secp.recoverECDSA(signature: ecdsa.signature, recoveryID: ecdsa.recoveryID!, digest: digest))
+    let recovered = try #require(
+      secp.recoverECDSA(signature: ecdsa.signature, recoveryID: ecdsa.recoveryID!, digest: digest))
     #expect(try ChainAddress.ethereum(publicKey: recovered, secp: secp) == fixture.vault.address(.ethereum, at: eth))
     // The xpub exported one level up derives the same key publicly (normal last step).
     let parent = try fixture.vault.publicKey(at: try location(sealed, hash, .bip32Secp256k1, "m/44'/60'/0'/0"))
@@ -52,7 +55,9 @@ import Testing
     #expect(secp.verifySchnorr(signature: plain.signature, message: sighash, publicKey: plain.publicKey))
     // P2WPKH of the same key.
     let segwit = try fixture.vault.address(.bitcoinP2WPKH(.testnet), at: btc)
-    #expect(try SegwitAddress(decoding: segwit, expectedHRP: "tb").program == Hashes.hash160(try fixture.vault.publicKey(at: btc).publicKey))
+    #expect(
+      try SegwitAddress(decoding: segwit, expectedHRP: "tb").program
+        == Hashes.hash160(try fixture.vault.publicKey(at: btc).publicKey))
 
     // Solana: Ed25519 under the key the address encodes.
     let sol = try location(sealed, hash, .slip10Ed25519, Self.solanaPath)
@@ -60,7 +65,8 @@ import Testing
     let ed = try fixture.vault.sign(message, algorithm: .ed25519, at: sol)
     let solAddress = try fixture.vault.address(.solana, at: sol)
     #expect(Base58.decode(solAddress) == ed.publicKey)
-    #expect(try Curve25519.Signing.PublicKey(rawRepresentation: ed.publicKey).isValidSignature(ed.signature, for: message))
+    #expect(
+      try Curve25519.Signing.PublicKey(rawRepresentation: ed.publicKey).isValidSignature(ed.signature, for: message))
   }
 
   @Test func mismatchedRequestsAreRefused() throws {
@@ -71,12 +77,25 @@ import Testing
     let sol = try location(sealed, hash, .slip10Ed25519, Self.solanaPath)
     let cases: [(String, () throws -> Void)] = [
       ("ed25519 on a secp256k1 wallet", { _ = try fixture.vault.sign([1], algorithm: .ed25519, at: eth) }),
-      ("ECDSA on an ed25519 wallet", { _ = try fixture.vault.sign([UInt8](repeating: 1, count: 32), algorithm: .ecdsaSecp256k1, at: sol) }),
+      (
+        "ECDSA on an ed25519 wallet",
+        { _ = try fixture.vault.sign([UInt8](repeating: 1, count: 32), algorithm: .ecdsaSecp256k1, at: sol) }
+      ),
       ("ECDSA of a non-digest", { _ = try fixture.vault.sign([1, 2, 3], algorithm: .ecdsaSecp256k1, at: eth) }),
       ("Solana address of a secp256k1 key", { _ = try fixture.vault.address(.solana, at: eth) }),
       ("Ethereum address of an ed25519 key", { _ = try fixture.vault.address(.ethereum, at: sol) }),
-      ("normal index under ed25519", { _ = try fixture.vault.address(.solana, at: try location(sealed, hash, .slip10Ed25519, "m/44'/501'/0'/0")) }),
-      ("wrong wallet hash", { _ = try fixture.vault.sign([UInt8](repeating: 1, count: 32), algorithm: .ecdsaSecp256k1, at: try location(sealed, VaultFixture.walletHash("other"), .bip32Secp256k1, Self.ethereumPath)) }),
+      (
+        "normal index under ed25519",
+        { _ = try fixture.vault.address(.solana, at: try location(sealed, hash, .slip10Ed25519, "m/44'/501'/0'/0")) }
+      ),
+      (
+        "wrong wallet hash",
+        {
+          _ = try fixture.vault.sign(
+            [UInt8](repeating: 1, count: 32), algorithm: .ecdsaSecp256k1,
+            at: try location(sealed, VaultFixture.walletHash("other"), .bip32Secp256k1, Self.ethereumPath))
+        }
+      ),
     ]
     for (name, call) in cases {
       #expect(throws: VaultError.self, "\(name)") { try call() }
@@ -125,7 +144,9 @@ import Testing
     var files = [(String, [UInt8])]()
     let walker = try #require(FileManager.default.enumerator(atPath: tokens))
     for case let relative as String in walker {
-      if let data = FileManager.default.contents(atPath: tokens + "/" + relative) { files.append((relative, Array(data))) }
+      if let data = FileManager.default.contents(atPath: tokens + "/" + relative) {
+        files.append((relative, Array(data)))
+      }
     }
     #expect(files.count >= 2, "the scan found the token files")
     #expect(secrets.count == 8)

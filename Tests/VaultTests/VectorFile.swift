@@ -1,3 +1,4 @@
+import Custody
 import Foundation
 import Testing
 
@@ -16,5 +17,3 @@ enum VectorFile {
     try #require(Hex.decode(text), "bad hex in a vector file: \(text)")
   }
 }
-
-import Custody

@@ -34,7 +34,8 @@ public enum Bech32 {
     let values = expand(hrpBytes) + data + [0, 0, 0, 0, 0, 0]
     let checksum = polymod(values) ^ variant.constant
     let checksumDigits = (0..<6).map { UInt8((checksum >> UInt32(5 * (5 - $0))) & 31) }
-    return String(decoding: hrpBytes + [UInt8(ascii: "1")] + (data + checksumDigits).map { charset[Int($0)] }, as: UTF8.self)
+    return String(
+      decoding: hrpBytes + [UInt8(ascii: "1")] + (data + checksumDigits).map { charset[Int($0)] }, as: UTF8.self)
   }
 
   /// Decodes a Bech32 or Bech32m string given as bytes: the human-readable part (lower case),
@@ -53,7 +54,9 @@ public enum Bech32 {
       throw VaultError(.invalidEncoding, "no separator '1'")
     }
     guard separator > 0 else { throw VaultError(.invalidEncoding, "empty human-readable part") }
-    guard lower.count - separator - 1 >= 6 else { throw VaultError(.invalidEncoding, "checksum shorter than 6 characters") }
+    guard lower.count - separator - 1 >= 6 else {
+      throw VaultError(.invalidEncoding, "checksum shorter than 6 characters")
+    }
     let hrp = Array(lower[..<separator])
     var data = [UInt8]()
     for character in lower[(separator + 1)...] {

@@ -146,7 +146,9 @@ public struct KeyDerivation: Sendable {
 
   /// The private key at `path` and its public key, without the fingerprints and public keys
   /// of the levels in between that only serialisation needs: the signing path.
-  func signingKey(seed: SecretBytes, scheme: DerivationScheme, path: DerivationPath) throws -> (
+  func signingKey(
+    seed: SecretBytes, scheme: DerivationScheme, path: DerivationPath
+  ) throws -> (
     privateKey: SecretBytes, publicKey: [UInt8]
   ) {
     guard (16...64).contains(seed.count) else {
@@ -193,7 +195,9 @@ public struct KeyDerivation: Sendable {
     var output = scheme.seedKey.withUnsafeBytes { hmacKey in
       seed.withUnsafeBytes { Hashes.hmacSHA512(key: hmacKey, data: $0) }
     }
-    while scheme.curve == .secp256k1 && !output.withUnsafeBytes({ secp.isValidSecretKey(UnsafeRawBufferPointer(rebasing: $0[0..<32])) }) {
+    while scheme.curve == .secp256k1
+      && !output.withUnsafeBytes({ secp.isValidSecretKey(UnsafeRawBufferPointer(rebasing: $0[0..<32])) })
+    {
       guard scheme == .slip10Secp256k1 else {
         throw VaultError(.invalidChildKey, "this seed gives an invalid BIP-32 master key; use another seed")
       }
@@ -246,7 +250,10 @@ public struct KeyDerivation: Sendable {
       // SLIP-10: I = HMAC-SHA512(c, 0x01 || IR || ser32(i)).
       let retry = SecretBytes(count: 37) { buffer in
         buffer[0] = 1
-        output.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[1..<33]).copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[32..<64])) }
+        output.withUnsafeBytes {
+          UnsafeMutableRawBufferPointer(rebasing: buffer[1..<33]).copyMemory(
+            from: UnsafeRawBufferPointer(rebasing: $0[32..<64]))
+        }
         UnsafeMutableRawBufferPointer(rebasing: buffer[33..<37]).copyBytes(from: indexBytes)
       }
       output = chainCode.withUnsafeBytes { chain in retry.withUnsafeBytes { Hashes.hmacSHA512(key: chain, data: $0) } }
@@ -261,7 +268,9 @@ public struct KeyDerivation: Sendable {
 
   /// The extended public key of a secp256k1 key (for export: an xpub lets a watcher derive
   /// the normal children's addresses).
-  public func extendedPublicKey(of key: ExtendedPrivateKey, network: ExtendedKeyNetwork = .mainnet) throws
+  public func extendedPublicKey(
+    of key: ExtendedPrivateKey, network: ExtendedKeyNetwork = .mainnet
+  ) throws
     -> ExtendedPublicKey
   {
     guard key.scheme.curve == .secp256k1 else {
@@ -279,7 +288,9 @@ public struct KeyDerivation: Sendable {
     }
     guard parent.depth < 255 else { throw VaultError(.invalidPath, "a key at depth 255 has no children") }
     let data = parent.publicKey + bigEndian(index.rawValue)
-    let output = parent.chainCode.withUnsafeBytes { chain in data.withUnsafeBytes { Hashes.hmacSHA512(key: chain, data: $0) } }
+    let output = parent.chainCode.withUnsafeBytes { chain in
+      data.withUnsafeBytes { Hashes.hmacSHA512(key: chain, data: $0) }
+    }
     let childKey = try output.withUnsafeBytes { raw in
       try secp.addTweak(UnsafeRawBufferPointer(rebasing: raw[0..<32]), toPublicKey: parent.publicKey)
     }
@@ -292,7 +303,9 @@ public struct KeyDerivation: Sendable {
   }
 
   /// The xprv/tprv text of a secp256k1 key, in a zeroing buffer (it is a secret).
-  public func extendedPrivateKeyText(of key: ExtendedPrivateKey, network: ExtendedKeyNetwork = .mainnet) throws
+  public func extendedPrivateKeyText(
+    of key: ExtendedPrivateKey, network: ExtendedKeyNetwork = .mainnet
+  ) throws
     -> SecretBytes
   {
     guard key.scheme.curve == .secp256k1 else {

@@ -102,7 +102,9 @@ public final class Secp256k1: @unchecked Sendable {
 
   /// An ECDSA signature over a 32-byte digest with RFC 6979 nonces (libsecp256k1's default),
   /// always low-S: the 64-byte r || s and the recovery id (0...3).
-  public func signECDSA(digest: [UInt8], secret: UnsafeRawBufferPointer) throws -> (signature: [UInt8], recoveryID: UInt8) {
+  public func signECDSA(
+    digest: [UInt8], secret: UnsafeRawBufferPointer
+  ) throws -> (signature: [UInt8], recoveryID: UInt8) {
     guard digest.count == 32 else {
       throw VaultError(.unsupported, "ECDSA signs a 32-byte digest, not \(digest.count) bytes")
     }

@@ -52,7 +52,9 @@ public struct SealedSeed: Hashable, Sendable, CustomStringConvertible {
     bytes = SealedSeed.magic + [SealedSeed.version] + nonce + ciphertext
   }
 
-  public var nonce: [UInt8] { Array(bytes[SealedSeed.headerLength..<(SealedSeed.headerLength + SealedSeed.nonceLength)]) }
+  public var nonce: [UInt8] {
+    Array(bytes[SealedSeed.headerLength..<(SealedSeed.headerLength + SealedSeed.nonceLength)])
+  }
   /// Ciphertext and tag.
   public var ciphertext: [UInt8] { Array(bytes[(SealedSeed.headerLength + SealedSeed.nonceLength)...]) }
   /// The length of the seed inside.
