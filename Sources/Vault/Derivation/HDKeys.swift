@@ -266,6 +266,12 @@ public struct KeyDerivation: Sendable {
 
   // MARK: Public derivation and serialisation
 
+  private func requireSecp256k1(_ key: ExtendedPrivateKey, _ what: String) throws {
+    guard key.scheme.curve == .secp256k1 else {
+      throw VaultError(.unsupported, "\(what) exist for secp256k1 only, not \(key.scheme.rawValue)")
+    }
+  }
+
   /// The extended public key of a secp256k1 key (for export: an xpub lets a watcher derive
   /// the normal children's addresses).
   public func extendedPublicKey(
@@ -273,9 +279,7 @@ public struct KeyDerivation: Sendable {
   ) throws
     -> ExtendedPublicKey
   {
-    guard key.scheme.curve == .secp256k1 else {
-      throw VaultError(.unsupported, "extended public keys exist for secp256k1 only, not \(key.scheme.rawValue)")
-    }
+    try requireSecp256k1(key, "extended public keys")
     return ExtendedPublicKey(
       network: network, depth: key.depth, parentFingerprint: key.parentFingerprint, childIndex: key.childIndex,
       chainCode: key.chainCode.withUnsafeBytes { Array($0) }, publicKey: try publicKey(of: key))
@@ -308,9 +312,7 @@ public struct KeyDerivation: Sendable {
   ) throws
     -> SecretBytes
   {
-    guard key.scheme.curve == .secp256k1 else {
-      throw VaultError(.unsupported, "extended private keys exist for secp256k1 only, not \(key.scheme.rawValue)")
-    }
+    try requireSecp256k1(key, "extended private keys")
     var keyData = [0] + key.privateKey.withUnsafeBytes { Array($0) }
     var chain = key.chainCode.withUnsafeBytes { Array($0) }
     var payload = serializeExtendedKey(
