@@ -13,13 +13,13 @@ struct BenchSign: AsyncParsableCommand {
       Creates a throw-away device with a custody partition in a temporary directory, generates
       custos.master and one wallet, then measures each stage, the whole WalletVault.sign call and
       the raw primitives (token derive + AES-GCM, HMAC-SHA512, point multiplications, sign,
-      verify) in the same run. Figures are the median of --rounds means over --iterations calls.
+      verify) in the same run. Each figure is the fastest of --rounds means over --iterations calls.
       """)
 
   @Option(help: "Calls per measurement.")
   var iterations = 300
 
-  @Option(help: "Measurements per figure (the median is reported).")
+  @Option(help: "Measurements per figure (the fastest is reported).")
   var rounds = 5
 
   @OptionGroup var logging: LoggingOptions
@@ -46,7 +46,7 @@ struct BenchSign: AsyncParsableCommand {
     let reports = try SigningBenchmark(vault: vault, session: session, iterations: iterations, rounds: rounds).run()
 
     func format(_ microseconds: Double) -> String { String(format: "%9.1f us", microseconds) }
-    print("custos bench sign: \(iterations) calls x \(rounds) rounds per figure (median of round means)")
+    print("custos bench sign: \(iterations) calls x \(rounds) rounds per figure (fastest round mean)")
     for report in reports {
       print("")
       print("== \(report.algorithm.rawValue), path \(report.path)")
