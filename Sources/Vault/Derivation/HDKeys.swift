@@ -242,7 +242,7 @@ public struct KeyDerivation: Sendable {
         }
       }
       if valid {
-        return (child, output.withUnsafeBytes { SecretBytes($0[32..<64]) })
+        return (child, output.copying(32..<64))
       }
       guard scheme == .slip10Secp256k1 else {
         throw VaultError(.invalidChildKey, "index \(index) gives an invalid BIP-32 child key; use the next index")
@@ -261,7 +261,7 @@ public struct KeyDerivation: Sendable {
   }
 
   private func split(_ output: SecretBytes) -> (SecretBytes, SecretBytes) {
-    output.withUnsafeBytes { (SecretBytes($0[0..<32]), SecretBytes($0[32..<64])) }
+    (output.copying(0..<32), output.copying(32..<64))
   }
 
   // MARK: Public derivation and serialisation

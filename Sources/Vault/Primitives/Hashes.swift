@@ -52,6 +52,19 @@ public enum Hashes {
     var hmac = HMAC<SHA512>(key: SymmetricKey(data: key))
     hmac.update(data: data)
     let code = hmac.finalize()
-    return code.withUnsafeBytes { SecretBytes($0) }
+    return code.withUnsafeBytes { SecretBytes.copying($0) }
+  }
+}
+
+extension SecretBytes {
+  /// A zeroing copy of `raw` by one memory copy (the generic `SecretBytes(_:)` walks a
+  /// collection byte by byte, which costs microseconds on the derivation path).
+  static func copying(_ raw: UnsafeRawBufferPointer) -> SecretBytes {
+    SecretBytes(count: raw.count) { $0.copyMemory(from: raw) }
+  }
+
+  /// A zeroing copy of bytes `range` of this secret.
+  func copying(_ range: Range<Int>) -> SecretBytes {
+    withUnsafeBytes { SecretBytes.copying(UnsafeRawBufferPointer(rebasing: $0[range])) }
   }
 }
