@@ -173,6 +173,14 @@ public struct SigningBenchmark {
       var plain = secp256k1_ecdsa_signature()
       _ = secp256k1_ecdsa_signature_parse_compact(context, &plain, signature)
       var point = try vault.secp.parse(publicKey)
+      var recoverableCopy = recoverable
+      var recoveredPoint = secp256k1_pubkey()
+      parts.append(
+        (
+          measure("ECDSA public key recovery, checks the recovery id (libsecp256k1)") {
+            _ = secp256k1_ecdsa_recover(context, &recoveredPoint, &recoverableCopy, message)
+          }, 1
+        ))
       parts.append(
         (measure("ECDSA verify (libsecp256k1)") { _ = secp256k1_ecdsa_verify(context, &plain, message, &point) }, 1))
     case .schnorrBIP340, .schnorrTaproot:
@@ -189,6 +197,15 @@ public struct SigningBenchmark {
             _ = secp256k1_schnorrsig_sign32(context, &output, message, &keypair, auxiliary)
           }, 1
         ))
+      if algorithm == .schnorrTaproot {
+        let internalKey = Array(publicKey.dropFirst())
+        parts.append(
+          (
+            try measure("taproot output key Q = P + tG, for the check (libsecp256k1)") {
+              _ = try vault.secp.taprootOutputKey(internalKey: internalKey)
+            }, 1
+          ))
+      }
       var xOnly = secp256k1_xonly_pubkey()
       let outputKey =
         algorithm == .schnorrTaproot
