@@ -37,6 +37,12 @@ let package = Package(
       pkgConfig: "libargon2",
       providers: [.apt(["libargon2-dev"])]
     ),
+    // C: OpenSSL's libcrypto, only for RIPEMD-160 (Bitcoin's HASH160); nothing else uses it.
+    .systemLibrary(
+      name: "COpenSSL",
+      pkgConfig: "libcrypto",
+      providers: [.apt(["libssl-dev"])]
+    ),
     // Pure model shared by every side. Depends on nothing of ours.
     .target(name: "Custody"),
     // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
@@ -57,9 +63,14 @@ let package = Package(
       name: "Ceremony",
       dependencies: ["HSMBridge", "Custody", yams, crypto, logging]
     ),
+    // The vault extension running inside custos-hsm: sealing, derivation, signing, addresses.
+    .target(
+      name: "Vault",
+      dependencies: ["HSMBridge", "Custody", "CSecp256k1", "COpenSSL", crypto, logging]
+    ),
     .executableTarget(
       name: "custos",
-      dependencies: ["Ceremony", "HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
+      dependencies: ["Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
@@ -70,6 +81,11 @@ let package = Package(
     .testTarget(
       name: "CeremonyTests", dependencies: ["Ceremony", "HSMBridge", "Custody", "TestSupport", crypto, logging]),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
+    .testTarget(
+      name: "VaultTests",
+      dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", crypto, logging],
+      resources: [.copy("Vectors")]
+    ),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -33,20 +33,20 @@ public let testLogger: Logger = {
   return logger
 }()
 
-/// A fresh device with the named partitions (default allow-list), in its own temporary
-/// directory.
+/// A fresh device with the named partitions, in its own temporary directory. Each partition
+/// gets the allow-list of `profile` (softhsm/<profile>.mechanisms).
 public struct TestDevice {
   public let directory: TemporaryDirectory
   public let device: Device
 
-  public init(partitions: [String] = ["scratch"], name: String = "test") throws {
+  public init(partitions: [String] = ["scratch"], name: String = "test", profile: String = "default") throws {
     directory = try TemporaryDirectory()
     device = try Device.create(
       at: directory.appending("device"), name: name,
       partitions: partitions.map {
         PartitionSetup(
           name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
-          allowList: MechanismAllowList.profile("default"))
+          allowList: MechanismAllowList.profile(profile))
       }, logger: testLogger)
   }
 
