@@ -49,20 +49,12 @@ public struct SeedSealer: Sendable {
     return key
   }
 
-  /// Generates `custos.master` in the session's token with the policy attributes of DESIGN.md
-  /// section 4: token, private, sensitive, AES-256, derive only, extractable only by wrapping
-  /// under a trusted key, not copyable, not destroyable, and not modifiable (set last). The key
-  /// ceremony does this on a real device; tests and benchmarks call it on throw-away devices.
+  /// Generates `custos.master` in the session's token from its row of the attribute policy table
+  /// (HSMBridge's `AttributePolicy`, DESIGN.md section 4). The key ceremony does this on a real
+  /// device; tests and benchmarks call it on throw-away custody partitions.
   public static func generateMasterKey(in session: Session) throws -> ObjectHandle {
     do {
-      return try session.generateKey(
-        .aesKeyGen,
-        [
-          .class(.secretKey), .keyType(.aes), .valueLength(32), .label(masterKeyLabel), .token(true),
-          .private(true), .sensitive(true), .extractable(true), .wrapWithTrusted(true), .derive(true),
-          .encrypt(false), .decrypt(false), .sign(false), .verify(false), .wrap(false), .unwrap(false),
-          .copyable(false), .destroyable(false), .modifiable(false),
-        ])
+      return try AttributePolicy.generateKey(masterKeyLabel, partition: "custody", session: session)[0].handle
     } catch let error as PKCS11Error {
       throw VaultError(.tokenFailure, "cannot generate \(masterKeyLabel)", pkcs11: error)
     }
