@@ -7,6 +7,7 @@ import PackageDescription
 
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
   name: "Custos",
@@ -17,6 +18,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
   ],
   targets: [
     // C: a header shim over p11-kit's pkcs11.h. Modules are dlopened, never linked.
@@ -28,7 +30,7 @@ let package = Package(
       providers: [.apt(["libsecp256k1-dev"])]
     ),
     // Pure model shared by every side. Depends on nothing of ours.
-    .target(name: "Custody"),
+    .target(name: "Custody", dependencies: [crypto]),
     // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
     .target(
       name: "HSMBridge",
@@ -42,13 +44,23 @@ let package = Package(
         .embedInCode("softhsm/default.mechanisms"),
       ]
     ),
+    // The vault: the extension running inside custos-hsm (root state, ...).
+    .target(name: "Vault", dependencies: ["HSMBridge", "Custody", logging, crypto]),
+    // Measuring code behind `custos bench ...`, reusable outside the command.
+    .target(name: "Bench", dependencies: ["Vault", "HSMBridge", "Custody", logging, crypto]),
     .executableTarget(
       name: "custos",
-      dependencies: ["HSMBridge", "Custody", "CSecp256k1", argumentParser, logging]
+      dependencies: ["HSMBridge", "Custody", "Bench", "CSecp256k1", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
-    .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
+    .testTarget(name: "CustodyTests", dependencies: ["Custody", crypto], resources: [.copy("Vectors")]),
+    .testTarget(
+      name: "VaultTests", dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", logging]),
+    // A child process for the crash-safety test: commits root states until it is killed.
+    .executableTarget(
+      name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],
+      path: "Tests/RootStateWriter"),
     .testTarget(name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", logging]),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
   ],
