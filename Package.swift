@@ -53,8 +53,8 @@ let package = Package(
       dependencies: ["HSMBridge", "Custody", "Bench", "CSecp256k1", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
-    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
-    .testTarget(name: "CustodyTests", dependencies: ["Custody", crypto], resources: [.copy("Vectors")]),
+    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
+    .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
       name: "VaultTests", dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", logging]),
     // A child process for the crash-safety test: commits root states until it is killed.

@@ -224,7 +224,8 @@ public struct Approver: Sendable, Hashable {
     case bot(BotKey)
   }
 
-  var cbor: CBOR {
+  /// The approver as a CBOR value (not validated).
+  public var cbor: CBOR {
     switch credential {
     case .passkey(let passkey):
       return .map([
@@ -349,7 +350,7 @@ public struct COSEPublicKey: Sendable, Hashable {
   public init(_ bytes: [UInt8], path: String = "publicKey") throws(WalletDataError) {
     let item: CBOR
     do {
-      item = try CBORDecoder(limits: .init(maxDepth: 2, maxLength: 16, maxInputSize: 256)).decode(bytes)
+      item = try CBORDecoder(limits: .init(maxDepth: 2, maxLength: 64, maxInputSize: 256)).decode(bytes)
     } catch {
       throw WalletDataError(.invalidValue, field: path, "the COSE key is not deterministic CBOR: \(error)")
     }
@@ -462,7 +463,8 @@ public struct Policy: Sendable, Hashable {
     self.timeOfDay = timeOfDay
   }
 
-  var cbor: CBOR {
+  /// The policy as a CBOR value (not validated).
+  public var cbor: CBOR {
     var fields = [(UInt64, CBOR)]()
     if let perTransactionLimit { fields.append((0, amountCBOR(perTransactionLimit))) }
     if let rollingWindow {
@@ -571,7 +573,8 @@ public struct PolicyState: Sendable, Hashable {
     }
   }
 
-  var cbor: CBOR {
+  /// The state as a CBOR value (not validated).
+  public var cbor: CBOR {
     .map([(0, .array(spent.map { .array([.unsigned($0.timestamp), amountCBOR($0.amount)]) }))])
   }
 
