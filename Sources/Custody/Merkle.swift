@@ -143,9 +143,8 @@ public struct AppliedChange: Hashable, Sendable {
   public var walletID: UInt64
   /// The wallet's node before the change (for an add, the node that was split).
   public var node: UInt64
-  /// The wallet's new data (nil for a removal).
-  public var wallet: WalletData?
-  /// The wallet's new leaf: its hash, or zero after a removal.
+  /// The wallet's new leaf: its hash (of the encoding the change carried, which the vault
+  /// decoded and validated), or zero after a removal.
   public var leaf: Hash256
   /// The tree after the change (same epoch: epochs count commits, not changes).
   public var state: RootState
@@ -177,7 +176,7 @@ public struct MerkleVerifier: Sendable, Hashable {
       let leaf = Hash256.sha256(encoding)
       let applied = try add(leaf: leaf, walletID: wallet.id, currentLeaf: proof)
       return AppliedChange(
-        kind: "add", walletID: wallet.id, node: applied.node, wallet: wallet, leaf: leaf, state: applied.state)
+        kind: "add", walletID: wallet.id, node: applied.node, leaf: leaf, state: applied.state)
     case .update(let oldEncoding, let newEncoding, let siblings):
       let old = try MerkleVerifier.decodeLeaf(oldEncoding, role: "current wallet")
       let new = try MerkleVerifier.decodeLeaf(newEncoding, role: "updated wallet")
@@ -188,12 +187,12 @@ public struct MerkleVerifier: Sendable, Hashable {
       let leaf = Hash256.sha256(newEncoding)
       let node = try replace(
         walletID: old.id, oldLeaf: Hash256.sha256(oldEncoding), newLeaf: leaf, siblings: siblings)
-      return AppliedChange(kind: "update", walletID: old.id, node: node, wallet: new, leaf: leaf, state: state)
+      return AppliedChange(kind: "update", walletID: old.id, node: node, leaf: leaf, state: state)
     case .remove(let oldEncoding, let siblings):
       let old = try MerkleVerifier.decodeLeaf(oldEncoding, role: "removed wallet")
       let node = try replace(
         walletID: old.id, oldLeaf: Hash256.sha256(oldEncoding), newLeaf: .zero, siblings: siblings)
-      return AppliedChange(kind: "remove", walletID: old.id, node: node, wallet: nil, leaf: .zero, state: state)
+      return AppliedChange(kind: "remove", walletID: old.id, node: node, leaf: .zero, state: state)
     }
   }
 

@@ -110,53 +110,6 @@ public struct WalletData: Sendable, Hashable {
     ])
   }
 
-  /// Decodes and validates a wallet encoding. Everything that is not a valid wallet in
-  /// deterministic form is refused, with the field and the rule named.
-  public static func decode(_ bytes: [UInt8]) throws(WalletDataError) -> WalletData {
-    let item: CBOR
-    do {
-      item = try CBORDecoder().decode(bytes)
-    } catch {
-      throw WalletDataError(.cbor, field: "", "not deterministic CBOR: \(error)")
-    }
-    return try decode(item)
-  }
-
-  /// Decodes and validates a wallet from a decoded CBOR value.
-  public static func decode(_ item: CBOR) throws(WalletDataError) -> WalletData {
-    guard case .array(let top) = item, top.count == 3 else {
-      throw WalletDataError(
-        .wrongDomain, field: "", "a wallet is a 3-item array [\"\(domain)\", version, fields]; got \(item.kindName)")
-    }
-    guard case .text(let tag) = top[0], tag == domain else {
-      throw WalletDataError(.wrongDomain, field: "", "the domain tag is \(top[0].diagnostic), not \"\(domain)\"")
-    }
-    guard case .unsigned(let version) = top[1] else {
-      throw WalletDataError(.wrongType, field: "version", "expected unsigned integer, got \(top[1].kindName)")
-    }
-    guard version == currentVersion else {
-      throw WalletDataError(
-        .unsupportedVersion, field: "version", "version \(version) is not supported (this build reads \(currentVersion))")
-    }
-    var fields = try FieldReader(top[2], path: "")
-    let wallet = WalletData(
-      version: version,
-      id: try fields.unsigned(0, "id"),
-      threshold: try fields.unsigned(1, "threshold"),
-      custodial: try fields.bool(2, "custodial"),
-      approvers: try fields.array(3, "approvers") { item, path throws(WalletDataError) in
-        try Approver.decode(item, path: path)
-      },
-      curve: try fields.enumeration(4, "curve"),
-      derivation: try fields.enumeration(5, "derivation"),
-      requestNonce: try fields.unsigned(6, "requestNonce"),
-      policy: try Policy.decode(try fields.required(7, "policy"), path: "policy"),
-      policyState: try PolicyState.decode(try fields.required(8, "policyState"), path: "policyState"))
-    try fields.finish()
-    try wallet.validate()
-    return wallet
-  }
-
   // MARK: Validation
 
   /// Checks every rule a wallet must meet to be encoded or accepted.
@@ -180,27 +133,25 @@ public struct WalletData: Sendable, Hashable {
         .invalidValue, field: "derivation", "BIP-32 derives secp256k1 keys only; ed25519 wallets use SLIP-10")
     }
     for (index, approver) in approvers.enumerated() {
-      try approver.validate(path: "approvers[\(index)]")
+      let path = FieldPath("approvers", index)
+      try approver.validate(path)
       if index > 0 {
         let previous = approvers[index - 1]
         guard previous.id.utf8.lexicographicallyPrecedes(approver.id.utf8) else {
           throw WalletDataError(
-            .invalidValue, field: "approvers[\(index)].id",
+            .invalidValue, field: path["id"].text,
             "approver ids must be distinct and sorted; '\(approver.id)' comes after '\(previous.id)'")
         }
       }
-    }
-    // One key, one approver: the same credential or key under two names would count twice.
-    var keys = Set<[UInt8]>()
-    for (index, approver) in approvers.enumerated() {
-      guard keys.insert(approver.identityKey).inserted else {
+      // One key, one approver: the same credential or key under two names would count twice.
+      for earlier in 0..<index where approvers[earlier].sharesIdentity(with: approver) {
         throw WalletDataError(
-          .invalidValue, field: "approvers[\(index)]",
-          "approver '\(approver.id)' has the same credential or key as another approver")
+          .invalidValue, field: path.text,
+          "approver '\(approver.id)' has the same credential or key as '\(approvers[earlier].id)'")
       }
     }
-    try policy.validate(path: "policy")
-    try policyState.validate(path: "policyState")
+    try policy.validate(FieldPath("policy"))
+    try policyState.validate(FieldPath("policyState"))
   }
 }
 
@@ -238,50 +189,20 @@ public struct Approver: Sendable, Hashable {
     }
   }
 
-  static func decode(_ item: CBOR, path: String) throws(WalletDataError) -> Approver {
-    var fields = try FieldReader(item, path: path)
-    let id = try fields.text(0, "id")
-    let kind = try fields.text(1, "kind")
-    let credential: Credential
-    switch kind {
-    case "passkey":
-      let signCount = try fields.unsigned(6, "signCount")
-      guard signCount <= UInt64(UInt32.max) else {
-        throw WalletDataError(.invalidValue, field: path + ".signCount", "sign count \(signCount) exceeds 32 bits")
-      }
-      credential = .passkey(
-        Passkey(
-          credentialID: try fields.bytes(2, "credentialID"), publicKey: try fields.bytes(3, "publicKey"),
-          rpID: try fields.text(4, "rpID"),
-          allowedOrigins: try fields.array(5, "allowedOrigins") { item, path throws(WalletDataError) in
-            guard case .text(let origin) = item else {
-              throw WalletDataError(.wrongType, field: path, "expected text string, got \(item.kindName)")
-            }
-            return origin
-          },
-          signCount: UInt32(signCount), requireUserVerification: try fields.bool(7, "requireUserVerification")))
-    case "bot":
-      credential = .bot(BotKey(algorithm: try fields.enumeration(2, "algorithm"), publicKey: try fields.bytes(3, "publicKey")))
-    default:
-      throw WalletDataError(.invalidValue, field: path + ".kind", "approver kind '\(kind)' is neither passkey nor bot")
-    }
-    try fields.finish()
-    return Approver(id: id, credential: credential)
-  }
-
-  func validate(path: String) throws(WalletDataError) {
-    try checkText(id, path: path + ".id", maxBytes: 128)
+  func validate(_ path: FieldPath) throws(WalletDataError) {
+    try checkText(id, path["id"], maxBytes: 128)
     switch credential {
-    case .passkey(let passkey): try passkey.validate(path: path)
-    case .bot(let bot): try bot.validate(path: path)
+    case .passkey(let passkey): try passkey.validate(path)
+    case .bot(let bot): try bot.validate(path)
     }
   }
 
-  /// What must not repeat between approvers of one wallet.
-  var identityKey: [UInt8] {
-    switch credential {
-    case .passkey(let passkey): [0] + passkey.credentialID
-    case .bot(let bot): [1] + bot.publicKey
+  /// Whether the two approvers have the same credential id (passkeys) or key (bots).
+  func sharesIdentity(with other: Approver) -> Bool {
+    switch (credential, other.credential) {
+    case (.passkey(let a), .passkey(let b)): a.credentialID == b.credentialID
+    case (.bot(let a), .bot(let b)): a.publicKey == b.publicKey
+    default: false
     }
   }
 }
@@ -315,21 +236,23 @@ public struct Passkey: Sendable, Hashable {
 
   /// The COSE key, parsed (its algorithm and raw public key).
   public func coseKey() throws(WalletDataError) -> COSEPublicKey {
-    try COSEPublicKey(publicKey, path: "publicKey")
+    try COSEPublicKey(publicKey)
   }
 
-  func validate(path: String) throws(WalletDataError) {
+  func validate(_ path: FieldPath) throws(WalletDataError) {
     guard (1...1023).contains(credentialID.count) else {
       throw WalletDataError(
-        .invalidValue, field: path + ".credentialID", "a credential id has 1 to 1023 bytes, not \(credentialID.count)")
+        .invalidValue, field: path["credentialID"].text,
+        "a credential id has 1 to 1023 bytes, not \(credentialID.count)")
     }
-    _ = try COSEPublicKey(publicKey, path: path + ".publicKey")
-    try checkText(rpID, path: path + ".rpID", maxBytes: 253)
+    try COSEPublicKey.check(publicKey, path["publicKey"])
+    try checkText(rpID, path["rpID"], maxBytes: 253)
     guard (1...16).contains(allowedOrigins.count) else {
       throw WalletDataError(
-        .invalidValue, field: path + ".allowedOrigins", "a passkey names 1 to 16 origins, not \(allowedOrigins.count)")
+        .invalidValue, field: path["allowedOrigins"].text,
+        "a passkey names 1 to 16 origins, not \(allowedOrigins.count)")
     }
-    try checkSortedDistinct(allowedOrigins, path: path + ".allowedOrigins", maxBytes: 512)
+    try checkSortedDistinct(allowedOrigins, path["allowedOrigins"], maxBytes: 512)
   }
 }
 
@@ -347,37 +270,97 @@ public struct COSEPublicKey: Sendable, Hashable {
 
   /// Parses `bytes` as a deterministic CBOR COSE_Key: kty, alg, crv and coordinates, nothing
   /// else beyond an optional kid.
-  public init(_ bytes: [UInt8], path: String = "publicKey") throws(WalletDataError) {
-    let item: CBOR
+  public init(_ bytes: [UInt8]) throws(WalletDataError) {
+    let parsed = try COSEPublicKey.parse(bytes, FieldPath("publicKey"))
+    algorithm = parsed.algorithm
+    rawPublicKey =
+      parsed.algorithm == .es256
+      ? [0x04] + bytes[parsed.x] + bytes[parsed.y!] : Array(bytes[parsed.x])
+  }
+
+  /// Checks `bytes` is a COSE key this type accepts, without building it.
+  static func check(_ bytes: [UInt8], _ path: FieldPath) throws(WalletDataError) {
+    _ = try parse(bytes, path)
+  }
+
+  /// The algorithm and where the coordinates are in `bytes`.
+  static func parse(
+    _ bytes: [UInt8], _ path: FieldPath
+  ) throws(WalletDataError) -> (algorithm: Algorithm, x: Range<Int>, y: Range<Int>?) {
+    let result = bytes.withUnsafeBytes { raw in
+      Result { () throws(WalletDataError) -> (algorithm: Algorithm, x: Range<Int>, y: Range<Int>?) in
+        try parse(raw, path)
+      }
+    }
+    return try result.get()
+  }
+
+  private static func parse(
+    _ buffer: UnsafeRawBufferPointer, _ path: FieldPath
+  ) throws(WalletDataError) -> (algorithm: Algorithm, x: Range<Int>, y: Range<Int>?) {
+    // Labels 1 (kty), 2 (kid), 3 (alg), -1 (crv), -2 (x), -3 (y) have the heads 0x01 0x02 0x03
+    // 0x20 0x21 0x22, so bytewise order is this order.
+    var kty: Int64? = nil
+    var alg: Int64? = nil
+    var crv: Int64? = nil
+    var x: Range<Int>? = nil
+    var y: Range<Int>? = nil
+    func refuse(_ reason: String) -> WalletDataError { WalletDataError(.invalidValue, field: path.text, reason) }
     do {
-      item = try CBORDecoder(limits: .init(maxDepth: 2, maxLength: 64, maxInputSize: 256)).decode(bytes)
+      var reader = try CBORReader(buffer, limits: .init(maxDepth: 2, maxLength: 64, maxInputSize: 256))
+      let map = try reader.head()
+      guard map.major == 5 else { throw refuse("a COSE key is a map, not \(map.kindName)") }
+      var previous = -1
+      for _ in 0..<(try reader.count(of: map, itemSize: 2)) {
+        let key = try reader.head()
+        let slot: Int
+        switch (key.major, key.argument) {
+        case (0, 1...3): slot = Int(key.argument) - 1
+        case (1, 0...2): slot = Int(key.argument) + 3
+        default: throw refuse("the COSE key has an unexpected label (a \(key.kindName) \(key.argument))")
+        }
+        guard slot > previous else {
+          throw CBORError(
+            slot == previous ? .duplicateMapKey : .unsortedMapKeys, offset: key.start, "COSE key labels out of order")
+        }
+        previous = slot
+        let value = try reader.head()
+        var integer: Int64? = nil
+        var content: Range<Int>? = nil
+        switch value.major {
+        case 0, 1:
+          guard value.argument < UInt64(Int64.max) else { throw refuse("a COSE key value is out of range") }
+          integer = value.major == 0 ? Int64(value.argument) : -1 - Int64(value.argument)
+        case 2, 3: content = try reader.content(of: value)
+        default: throw refuse("the COSE key holds a \(value.kindName); only integers and strings")
+        }
+        switch slot {
+        case 0: kty = integer
+        case 2: alg = integer
+        case 3: crv = integer
+        case 4: x = value.major == 2 ? content : nil
+        case 5: y = value.major == 2 ? content : 0..<0
+        default: break  // kid
+        }
+      }
+      try reader.finish()
+    } catch let error as WalletDataError {
+      throw error
     } catch {
-      throw WalletDataError(.invalidValue, field: path, "the COSE key is not deterministic CBOR: \(error)")
+      throw refuse("the COSE key is not deterministic CBOR: \(error)")
     }
-    guard case .map(let entries) = item else {
-      throw WalletDataError(.invalidValue, field: path, "a COSE key is a map, not \(item.kindName)")
-    }
-    func value(_ label: Int64) -> CBOR? { entries.first { $0.key == .integer(label) }?.value }
-    let allowed: Set<CBOR> = [.integer(1), .integer(2), .integer(3), .integer(-1), .integer(-2), .integer(-3)]
-    if let unknown = entries.first(where: { !allowed.contains($0.key) }) {
-      throw WalletDataError(.invalidValue, field: path, "the COSE key has an unexpected label \(unknown.key.diagnostic)")
-    }
-    switch (value(1), value(3), value(-1)) {
-    case (.unsigned(2), .negative(6), .unsigned(1)):  // EC2, ES256, P-256
-      guard case .bytes(let x) = value(-2), case .bytes(let y) = value(-3), x.count == 32, y.count == 32 else {
-        throw WalletDataError(.invalidValue, field: path, "an ES256 COSE key needs 32-byte x and y coordinates")
+    switch (kty, alg, crv) {
+    case (2, -7, 1):  // EC2, ES256, P-256
+      guard let x, let y, x.count == 32, y.count == 32 else {
+        throw refuse("an ES256 COSE key needs 32-byte x and y coordinates")
       }
-      algorithm = .es256
-      rawPublicKey = [0x04] + x + y
-    case (.unsigned(1), .negative(7), .unsigned(6)):  // OKP, EdDSA, Ed25519
-      guard case .bytes(let x) = value(-2), x.count == 32, value(-3) == nil else {
-        throw WalletDataError(.invalidValue, field: path, "an EdDSA COSE key needs a 32-byte x and no y")
-      }
-      algorithm = .edDSA
-      rawPublicKey = x
+      return (.es256, x, y)
+    case (1, -8, 6):  // OKP, EdDSA, Ed25519
+      guard let x, x.count == 32, y == nil else { throw refuse("an EdDSA COSE key needs a 32-byte x and no y") }
+      return (.edDSA, x, nil)
     default:
-      throw WalletDataError(
-        .invalidValue, field: path, "the COSE key is neither ES256 on P-256 (kty 2, alg -7, crv 1) nor EdDSA on Ed25519 (kty 1, alg -8, crv 6)")
+      throw refuse(
+        "the COSE key is neither ES256 on P-256 (kty 2, alg -7, crv 1) nor EdDSA on Ed25519 (kty 1, alg -8, crv 6)")
     }
   }
 
@@ -423,18 +406,18 @@ public struct BotKey: Sendable, Hashable {
     self.publicKey = publicKey
   }
 
-  func validate(path: String) throws(WalletDataError) {
+  func validate(_ path: FieldPath) throws(WalletDataError) {
     switch algorithm {
     case .p256:
       guard publicKey.count == 65, publicKey[0] == 0x04 else {
         throw WalletDataError(
-          .invalidValue, field: path + ".publicKey",
+          .invalidValue, field: path["publicKey"].text,
           "a P-256 bot key is the 65-byte uncompressed point 0x04 || x || y (one form, so one key is one approver)")
       }
     case .ed25519:
       guard publicKey.count == 32 else {
         throw WalletDataError(
-          .invalidValue, field: path + ".publicKey", "an Ed25519 bot key has 32 bytes, not \(publicKey.count)")
+          .invalidValue, field: path["publicKey"].text, "an Ed25519 bot key has 32 bytes, not \(publicKey.count)")
       }
     }
   }
@@ -477,48 +460,23 @@ public struct Policy: Sendable, Hashable {
     return .map(fields)
   }
 
-  static func decode(_ item: CBOR, path: String) throws(WalletDataError) -> Policy {
-    var fields = try FieldReader(item, path: path)
-    var policy = Policy()
-    if let limit = try fields.optional(0) { policy.perTransactionLimit = try decodeAmount(limit, path: path + ".perTransactionLimit") }
-    if let window = try fields.optional(1) {
-      let parts = try pair(window, path: path + ".rollingWindow")
-      guard case .unsigned(let seconds) = parts.0 else {
-        throw WalletDataError(.wrongType, field: path + ".rollingWindow.seconds", "expected unsigned integer, got \(parts.0.kindName)")
-      }
-      policy.rollingWindow = RollingLimit(seconds: seconds, limit: try decodeAmount(parts.1, path: path + ".rollingWindow.limit"))
-    }
-    policy.destinationAllowlist = try fields.array(2, "destinationAllowlist") { item, path throws(WalletDataError) in
-      guard case .text(let destination) = item else {
-        throw WalletDataError(.wrongType, field: path, "expected text string, got \(item.kindName)")
-      }
-      return destination
-    }
-    if let window = try fields.optional(3) {
-      let parts = try pair(window, path: path + ".timeOfDay")
-      guard case .unsigned(let from) = parts.0, case .unsigned(let to) = parts.1, from < 1440, to < 1440 else {
-        throw WalletDataError(.invalidValue, field: path + ".timeOfDay", "expected two minutes of the day, 0 to 1439")
-      }
-      policy.timeOfDay = TimeOfDayWindow(fromMinute: UInt16(from), toMinute: UInt16(to))
-    }
-    try fields.finish()
-    return policy
-  }
-
-  func validate(path: String) throws(WalletDataError) {
+  func validate(_ path: FieldPath) throws(WalletDataError) {
     if let rollingWindow, rollingWindow.seconds == 0 {
-      throw WalletDataError(.invalidValue, field: path + ".rollingWindow.seconds", "a rolling window lasts at least one second")
+      throw WalletDataError(
+        .invalidValue, field: path["rollingWindow"]["seconds"].text, "a rolling window lasts at least one second")
     }
-    try checkSortedDistinct(destinationAllowlist, path: path + ".destinationAllowlist", maxBytes: 256)
     guard destinationAllowlist.count <= 1024 else {
       throw WalletDataError(
-        .invalidValue, field: path + ".destinationAllowlist", "at most 1024 destinations, not \(destinationAllowlist.count)")
+        .invalidValue, field: path["destinationAllowlist"].text,
+        "at most 1024 destinations, not \(destinationAllowlist.count)")
     }
+    try checkSortedDistinct(destinationAllowlist, path["destinationAllowlist"], maxBytes: 256)
     if let timeOfDay {
       guard timeOfDay.fromMinute < 1440, timeOfDay.toMinute < 1440, timeOfDay.fromMinute != timeOfDay.toMinute else {
         throw WalletDataError(
-          .invalidValue, field: path + ".timeOfDay",
-          "minutes are 0 to 1439 and from != to (omit the window to allow any time); got \(timeOfDay.fromMinute)-\(timeOfDay.toMinute)")
+          .invalidValue, field: path["timeOfDay"].text,
+          "minutes are 0 to 1439 and from != to (omit the window to allow any time); got \(timeOfDay.fromMinute)-\(timeOfDay.toMinute)"
+        )
       }
     }
   }
@@ -578,29 +536,18 @@ public struct PolicyState: Sendable, Hashable {
     .map([(0, .array(spent.map { .array([.unsigned($0.timestamp), amountCBOR($0.amount)]) }))])
   }
 
-  static func decode(_ item: CBOR, path: String) throws(WalletDataError) -> PolicyState {
-    var fields = try FieldReader(item, path: path)
-    let spent = try fields.array(0, "spent") { item, path throws(WalletDataError) in
-      let parts = try pair(item, path: path)
-      guard case .unsigned(let timestamp) = parts.0 else {
-        throw WalletDataError(.wrongType, field: path + ".timestamp", "expected unsigned integer, got \(parts.0.kindName)")
-      }
-      return Spend(timestamp: timestamp, amount: try decodeAmount(parts.1, path: path + ".amount"))
-    }
-    try fields.finish()
-    return PolicyState(spent: spent)
-  }
-
-  func validate(path: String) throws(WalletDataError) {
+  func validate(_ path: FieldPath) throws(WalletDataError) {
     guard spent.count <= PolicyState.maxSpends else {
-      throw WalletDataError(.invalidValue, field: path + ".spent", "at most \(PolicyState.maxSpends) spends, not \(spent.count)")
+      throw WalletDataError(
+        .invalidValue, field: path["spent"].text, "at most \(PolicyState.maxSpends) spends, not \(spent.count)")
     }
     for (index, spend) in spent.enumerated() {
       if spend.amount == .zero {
-        throw WalletDataError(.invalidValue, field: path + ".spent[\(index)].amount", "a recorded spend is not zero")
+        throw WalletDataError(.invalidValue, field: path["spent", index]["amount"].text, "a recorded spend is not zero")
       }
       if index > 0 && spent[index - 1].timestamp > spend.timestamp {
-        throw WalletDataError(.invalidValue, field: path + ".spent[\(index)].timestamp", "spends are in time order, oldest first")
+        throw WalletDataError(
+          .invalidValue, field: path["spent", index]["timestamp"].text, "spends are in time order, oldest first")
       }
     }
   }
@@ -638,138 +585,96 @@ public struct WalletDataError: Error, Hashable, Sendable, CustomStringConvertibl
     self.reason = reason
   }
 
-  public var description: String { field.isEmpty ? "wallet data \(code): \(reason)" : "wallet data \(code) at \(field): \(reason)" }
+  public var description: String {
+    field.isEmpty ? "wallet data \(code): \(reason)" : "wallet data \(code) at \(field): \(reason)"
+  }
 }
 
 // MARK: - Helpers
 
-/// Reads a map with unsigned integer keys field by field; `finish()` refuses keys nobody read.
-struct FieldReader {
-  private let entries: [CBOR.Entry]
-  private var used: Set<UInt64> = []
-  let path: String
-
-  init(_ item: CBOR, path: String) throws(WalletDataError) {
-    guard case .map(let entries) = item else {
-      throw WalletDataError(.wrongType, field: path, "expected a map, got \(item.kindName)")
-    }
-    self.entries = entries
-    self.path = path
-  }
-
-  private func name(_ field: String) -> String { path.isEmpty ? field : path + "." + field }
-
-  mutating func optional(_ key: UInt64) throws(WalletDataError) -> CBOR? {
-    used.insert(key)
-    return entries.first { $0.key == .unsigned(key) }?.value
-  }
-
-  mutating func required(_ key: UInt64, _ field: String) throws(WalletDataError) -> CBOR {
-    guard let value = try optional(key) else {
-      throw WalletDataError(.missingField, field: name(field), "field \(key) (\(field)) is missing")
-    }
-    return value
-  }
-
-  mutating func unsigned(_ key: UInt64, _ field: String) throws(WalletDataError) -> UInt64 {
-    let value = try required(key, field)
-    guard case .unsigned(let number) = value else { throw wrongType(field, "unsigned integer", value) }
-    return number
-  }
-
-  mutating func bool(_ key: UInt64, _ field: String) throws(WalletDataError) -> Bool {
-    let value = try required(key, field)
-    guard case .bool(let flag) = value else { throw wrongType(field, "boolean", value) }
-    return flag
-  }
-
-  mutating func text(_ key: UInt64, _ field: String) throws(WalletDataError) -> String {
-    let value = try required(key, field)
-    guard case .text(let text) = value else { throw wrongType(field, "text string", value) }
-    return text
-  }
-
-  mutating func bytes(_ key: UInt64, _ field: String) throws(WalletDataError) -> [UInt8] {
-    let value = try required(key, field)
-    guard case .bytes(let bytes) = value else { throw wrongType(field, "byte string", value) }
-    return bytes
-  }
-
-  mutating func enumeration<E: RawRepresentable & CaseIterable>(
-    _ key: UInt64, _ field: String
-  ) throws(WalletDataError) -> E where E.RawValue == String {
-    let text = try text(key, field)
-    guard let value = E(rawValue: text) else {
-      throw WalletDataError(
-        .invalidValue, field: name(field),
-        "'\(text)' is not one of \(E.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", "))")
-    }
-    return value
-  }
-
-  mutating func array<T>(
-    _ key: UInt64, _ field: String, _ element: (CBOR, String) throws(WalletDataError) -> T
-  ) throws(WalletDataError) -> [T] {
-    let value = try required(key, field)
-    guard case .array(let items) = value else { throw wrongType(field, "array", value) }
-    var out = [T]()
-    out.reserveCapacity(items.count)
-    for (index, item) in items.enumerated() { out.append(try element(item, "\(name(field))[\(index)]")) }
-    return out
-  }
-
-  func finish() throws(WalletDataError) {
-    if let unknown = entries.first(where: { entry in
-      guard case .unsigned(let key) = entry.key else { return true }
-      return !used.contains(key)
-    }) {
-      throw WalletDataError(.unknownField, field: path, "unknown field \(unknown.key.diagnostic)")
-    }
-  }
-
-  private func wrongType(_ field: String, _ expected: String, _ value: CBOR) -> WalletDataError {
-    WalletDataError(.wrongType, field: name(field), "expected \(expected), got \(value.kindName)")
-  }
-}
-
 func amountCBOR(_ amount: Amount) -> CBOR { .bytes(amount.bigEndianBytes) }
 
-func decodeAmount(_ item: CBOR, path: String) throws(WalletDataError) -> Amount {
-  guard case .bytes(let bytes) = item else {
-    throw WalletDataError(.wrongType, field: path, "an amount is a byte string, not \(item.kindName)")
+/// Where a field is (`approvers[1].allowedOrigins[0]`), put into words only when an error
+/// names it: reading a wallet touches dozens of fields, and the vault reads a wallet for every
+/// leaf it is sent, so building this text for each would cost an allocation each on its hot
+/// path. Three names deep, the first two optionally indexed, is as deep as wallet data goes.
+struct FieldPath {
+  // Names are literals (StaticString), so a path is a few words copied by value: no
+  // allocation, no reference counting.
+  private var names: (StaticString, StaticString, StaticString) = ("", "", "")
+  private var indices: (Int, Int) = (-1, -1)
+  private var depth = 0
+
+  /// The whole wallet.
+  init() {}
+
+  /// A top-level field, optionally an element of it.
+  init(_ name: StaticString, _ index: Int = -1) {
+    self = FieldPath()[name, index]
   }
-  guard bytes.first != 0 else {
-    throw WalletDataError(.invalidValue, field: path, "an amount has no leading zero byte (zero is the empty string)")
+
+  /// A field inside this one, optionally an element of it.
+  subscript(_ name: StaticString, _ index: Int = -1) -> FieldPath {
+    var next = self
+    switch depth {
+    case 0:
+      next.names.0 = name
+      next.indices.0 = index
+    case 1:
+      next.names.1 = name
+      next.indices.1 = index
+    default:
+      next.names.2 = name
+    }
+    next.depth = min(depth + 1, 3)
+    return next
   }
-  guard let amount = Amount(bigEndian: bytes) else {
-    throw WalletDataError(.invalidValue, field: path, "an amount has at most 32 bytes, not \(bytes.count)")
+
+  /// Element `index` of this field.
+  func element(_ index: Int) -> FieldPath {
+    var next = self
+    if depth == 1 { next.indices.0 = index } else if depth == 2 { next.indices.1 = index }
+    return next
   }
-  return amount
+
+  /// `approvers[1].rpID` style; empty for the whole wallet.
+  var text: String {
+    var parts = [String]()
+    if depth >= 1 { parts.append("\(names.0)" + (indices.0 >= 0 ? "[\(indices.0)]" : "")) }
+    if depth >= 2 { parts.append("\(names.1)" + (indices.1 >= 0 ? "[\(indices.1)]" : "")) }
+    if depth >= 3 { parts.append("\(names.2)") }
+    return parts.joined(separator: ".")
+  }
 }
 
-func pair(_ item: CBOR, path: String) throws(WalletDataError) -> (CBOR, CBOR) {
-  guard case .array(let items) = item, items.count == 2 else {
-    throw WalletDataError(.wrongType, field: path, "expected a 2-item array, got \(item.kindName)")
-  }
-  return (items[0], items[1])
-}
-
-func checkText(_ text: String, path: String, maxBytes: Int) throws(WalletDataError) {
+func checkText(_ text: String, _ path: FieldPath, maxBytes: Int) throws(WalletDataError) {
   let count = text.utf8.count
   guard count >= 1, count <= maxBytes else {
-    throw WalletDataError(.invalidValue, field: path, "expected 1 to \(maxBytes) bytes of text, got \(count)")
+    throw WalletDataError(.invalidValue, field: path.text, "expected 1 to \(maxBytes) bytes of text, got \(count)")
   }
-  guard !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-    throw WalletDataError(.invalidValue, field: path, "control characters are not allowed")
+  // Control characters (general category Cc: U+0000-U+001F, U+007F-U+009F), found on the
+  // UTF-8 bytes: C1 controls are 0xC2 0x80 ... 0xC2 0x9F.
+  var copy = text
+  let clean = copy.withUTF8 { utf8 in
+    var previous: UInt8 = 0
+    for byte in utf8 {
+      if byte < 0x20 || byte == 0x7F || (previous == 0xC2 && byte <= 0x9F) { return false }
+      previous = byte
+    }
+    return true
+  }
+  guard clean else {
+    throw WalletDataError(.invalidValue, field: path.text, "control characters are not allowed")
   }
 }
 
-func checkSortedDistinct(_ texts: [String], path: String, maxBytes: Int) throws(WalletDataError) {
+func checkSortedDistinct(_ texts: [String], _ path: FieldPath, maxBytes: Int) throws(WalletDataError) {
   for (index, text) in texts.enumerated() {
-    try checkText(text, path: "\(path)[\(index)]", maxBytes: maxBytes)
+    try checkText(text, path.element(index), maxBytes: maxBytes)
     if index > 0 && !texts[index - 1].utf8.lexicographicallyPrecedes(text.utf8) {
       throw WalletDataError(
-        .invalidValue, field: "\(path)[\(index)]", "entries must be distinct and sorted bytewise; '\(text)' is out of place")
+        .invalidValue, field: path.element(index).text,
+        "entries must be distinct and sorted bytewise; '\(text)' is out of place")
     }
   }
 }

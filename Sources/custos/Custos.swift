@@ -11,7 +11,7 @@ struct Custos: AsyncParsableCommand {
       Devices are directories holding one SoftHSM token per partition. The module comes from
       CUSTOS_PKCS11_MODULE (default \(defaultModulePath)).
       """,
-    subcommands: [DeviceCommand.self, Doctor.self])
+    subcommands: [DeviceCommand.self, Doctor.self, BenchCommand.self])
 }
 
 let defaultModulePath = "/usr/lib/softhsm/libsofthsm2.so"

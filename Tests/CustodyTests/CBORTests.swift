@@ -125,3 +125,38 @@ struct CBORVector: Decodable, CustomTestStringConvertible {
     }
   }
 }
+
+@Suite struct UTF8ValidationTests {
+  /// The decoder's own UTF-8 check agrees with the standard library's on every byte and on
+  /// sweeps of 2-, 3- and 4-byte sequences over the boundaries of Unicode table 3-7.
+  @Test func agreesWithTheStandardLibrary() throws {
+    var inputs = [[UInt8]]()
+    let interesting: [UInt8] = [
+      0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0,
+      0xF1, 0xF3, 0xF4, 0xF5, 0xFF,
+    ]
+    for a in 0...255 {
+      inputs.append([UInt8(a)])
+      for b in interesting { inputs.append([UInt8(a), b]) }
+    }
+    for a in interesting {
+      for b in interesting {
+        for c in interesting { inputs.append([a, b, c]) }
+      }
+    }
+    for a: UInt8 in [0xF0, 0xF1, 0xF4, 0xF5, 0xED, 0xE0] {
+      for b in interesting {
+        for c: UInt8 in [0x7F, 0x80, 0xBF, 0xC0] {
+          for d: UInt8 in [0x00, 0x80, 0xBF] { inputs.append([a, b, c, d]) }
+        }
+      }
+    }
+    for input in inputs {
+      let head: [UInt8] = input.count < 24 ? [0x60 | UInt8(input.count)] : [0x78, UInt8(input.count)]
+      let expected = String(validating: input, as: UTF8.self) != nil
+      let decoded = try? CBORDecoder().decode(head + input)
+      #expect((decoded != nil) == expected, "\(Hex.encode(input))")
+      if let decoded { #expect(decoded == .text(String(validating: input, as: UTF8.self)!)) }
+    }
+  }
+}
