@@ -56,7 +56,8 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
-      name: "VaultTests", dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", logging]),
+      name: "VaultTests",
+      dependencies: ["Vault", "Bench", "HSMBridge", "Custody", "TestSupport", "root-state-writer", logging]),
     // A child process for the crash-safety test: commits root states until it is killed.
     .executableTarget(
       name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],

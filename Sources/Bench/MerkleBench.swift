@@ -60,6 +60,7 @@ public struct MerkleBenchmark {
   /// Everything one run measured.
   public struct Report: Codable, Sendable {
     public var wallets: Int
+    /// Depth of the deepest leaf.
     public var treeDepth: Int
     /// Fastest of how many rounds the short measurements are.
     public var rounds: Int
@@ -135,7 +136,8 @@ public struct MerkleBenchmark {
 
     // 3. The vault: real wallet data for the wallets it updates, then a mix of updates and adds.
     let updates = min(options.changes / 2, n)
-    let updatedIDs = Array(Set((0..<updates * 4).map { _ in UInt64.random(in: 1...UInt64(n), using: &random) }).prefix(updates))
+    let updatedIDs = Array(
+      Set((0..<updates * 4).map { _ in UInt64.random(in: 1...UInt64(n), using: &random) }).prefix(updates))
     guard updatedIDs.count == updates else { throw BenchError("could not pick \(updates) distinct wallets to update") }
     var current = [UInt64: [UInt8]]()
     for id in updatedIDs {
@@ -204,7 +206,8 @@ public struct MerkleBenchmark {
         rawHashes: parentCount + hashInputs.count))
 
     // 3c. The same through WalletRoot against a real custody partition, one token write a batch.
-    let (applyTime, commitSeconds, commits) = try measureVault(start: start, changes: changes, expected: try tree.root())
+    let (applyTime, commitSeconds, commits) = try measureVault(
+      start: start, changes: changes, expected: try tree.root())
     figures.append(
       Figure(
         name: "vault apply with commits", count: changes.count, seconds: applyTime, rawSeconds: rawVault,
@@ -216,7 +219,8 @@ public struct MerkleBenchmark {
     let optimized = true
     #endif
     return Report(
-      wallets: n, treeDepth: Merkle.depth(of: UInt64(n + 1)), rounds: options.rounds, optimized: optimized, figures: figures, commits: commits,
+      wallets: n, treeDepth: Merkle.depth(of: UInt64(2 * n + 1)), rounds: options.rounds, optimized: optimized,
+      figures: figures, commits: commits,
       millisecondsPerCommit: commitSeconds * 1000 / Double(max(commits, 1)), batchSize: options.batchSize)
   }
 
@@ -231,7 +235,8 @@ public struct MerkleBenchmark {
     let pin = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
     let soPIN = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
     let device = try Device.create(
-      at: path, name: "bench", partitions: [PartitionSetup(name: "custody", soPIN: soPIN, userPIN: pin)], logger: logger)
+      at: path, name: "bench", partitions: [PartitionSetup(name: "custody", soPIN: soPIN, userPIN: pin)], logger: logger
+    )
     let session = try device.partition("custody").openSession(readWrite: true)
     try session.login(.user, pin: pin)
     let store = try RootStateStore.initialize(
@@ -279,7 +284,8 @@ public struct MerkleBenchmark {
         id: name,
         credential: .passkey(
           Passkey(
-            credentialID: key(name + " credential", 32), publicKey: try COSEPublicKey.encode(algorithm, rawPublicKey: raw),
+            credentialID: key(name + " credential", 32),
+            publicKey: try COSEPublicKey.encode(algorithm, rawPublicKey: raw),
             rpID: "custody.example", allowedOrigins: ["https://custody.example"])))
     }
     return try WalletData(
@@ -290,7 +296,8 @@ public struct MerkleBenchmark {
       ],
       curve: .secp256k1, derivation: .bip32, requestNonce: revision,
       policy: Policy(
-        perTransactionLimit: Amount(1_000_000_000), rollingWindow: RollingLimit(seconds: 86_400, limit: Amount(5_000_000_000)),
+        perTransactionLimit: Amount(1_000_000_000),
+        rollingWindow: RollingLimit(seconds: 86_400, limit: Amount(5_000_000_000)),
         destinationAllowlist: ["0x52908400098527886E0F7030069857D2E4169EE7"]),
       policyState: PolicyState(spent: revision == 0 ? [] : [.init(timestamp: 1_700_000_000, amount: Amount(revision))])
     ).encoded()
@@ -301,9 +308,10 @@ public struct MerkleBenchmark {
   static func rawParentHashes(_ count: Int) -> Double {
     var value = Hash256.sha256([1])
     let sibling = Hash256.sha256([2])
-    let seconds = (try? measure {
-      for _ in 0..<count { value = Hash256.parent(value, sibling) }
-    }) ?? 0
+    let seconds =
+      (try? measure {
+        for _ in 0..<count { value = Hash256.parent(value, sibling) }
+      }) ?? 0
     blackHole(value)
     return seconds
   }
@@ -312,11 +320,12 @@ public struct MerkleBenchmark {
   static func rawHashes(ofSizes sizes: [Int]) -> Double {
     let buffer = [UInt8](repeating: 0xA5, count: (sizes.max() ?? 0) + 1)
     var value = Hash256.zero
-    let seconds = (try? measure {
-      buffer.withUnsafeBytes { raw in
-        for size in sizes { value = Hash256.sha256(UnsafeRawBufferPointer(rebasing: raw[0..<size])) }
-      }
-    }) ?? 0
+    let seconds =
+      (try? measure {
+        buffer.withUnsafeBytes { raw in
+          for size in sizes { value = Hash256.sha256(UnsafeRawBufferPointer(rebasing: raw[0..<size])) }
+        }
+      }) ?? 0
     blackHole(value)
     return seconds
   }

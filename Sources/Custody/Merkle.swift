@@ -204,7 +204,8 @@ public struct MerkleVerifier: Sendable, Hashable {
     let leafCount = state.leafCount
     guard walletID == leafCount else {
       throw MerkleError(
-        .walletIDMismatch, "the new wallet carries id \(walletID) but the next id is \(leafCount) (ids follow insertion order)")
+        .walletIDMismatch,
+        "the new wallet carries id \(walletID) but the next id is \(leafCount) (ids follow insertion order)")
     }
     guard leafCount < Merkle.maxLeafCount else {
       throw MerkleError(.treeFull, "the tree holds the most leaves it may (\(Merkle.maxLeafCount))")
@@ -237,13 +238,15 @@ public struct MerkleVerifier: Sendable, Hashable {
     guard siblings.count == depth else {
       throw MerkleError(
         .proofLength,
-        "\(what) is at \(Merkle.path(to: node)) (depth \(depth) with \(state.leafCount) leaves) but \(siblings.count) siblings were given")
+        "\(what) is at \(Merkle.path(to: node)) (depth \(depth) with \(state.leafCount) leaves) but \(siblings.count) siblings were given"
+      )
     }
     let computed = Merkle.root(from: leaf, at: node, siblings: siblings)
     guard computed == state.root else {
       throw MerkleError(
         .rootMismatch,
-        "\(what) and its siblings give root \(computed.hex), not the committed root \(state.root.hex) (epoch \(state.epoch))")
+        "\(what) and its siblings give root \(computed.hex), not the committed root \(state.root.hex) (epoch \(state.epoch))"
+      )
     }
   }
 
@@ -251,7 +254,8 @@ public struct MerkleVerifier: Sendable, Hashable {
     do {
       return try WalletData.decode(encoding)
     } catch {
-      throw MerkleError(.leafPreimageInvalid, "the \(role)'s \(encoding.count)-byte encoding is not wallet data: \(error)")
+      throw MerkleError(
+        .leafPreimageInvalid, "the \(role)'s \(encoding.count)-byte encoding is not wallet data: \(error)")
     }
   }
 }

@@ -122,11 +122,13 @@ public struct WalletData: Sendable, Hashable {
     }
     guard !approvers.isEmpty, approvers.count <= WalletData.maxApprovers else {
       throw WalletDataError(
-        .invalidValue, field: "approvers", "a wallet has 1 to \(WalletData.maxApprovers) approvers, not \(approvers.count)")
+        .invalidValue, field: "approvers",
+        "a wallet has 1 to \(WalletData.maxApprovers) approvers, not \(approvers.count)")
     }
     guard threshold >= 1, threshold <= UInt64(approvers.count) else {
       throw WalletDataError(
-        .invalidValue, field: "threshold", "threshold \(threshold) is not between 1 and the \(approvers.count) approvers")
+        .invalidValue, field: "threshold",
+        "threshold \(threshold) is not between 1 and the \(approvers.count) approvers")
     }
     if curve == .ed25519 && derivation == .bip32 {
       throw WalletDataError(
@@ -373,7 +375,8 @@ public struct COSEPublicKey: Sendable, Hashable {
         throw WalletDataError(.invalidValue, field: "publicKey", "an ES256 key is 65 bytes 0x04 || x || y")
       }
       item = .map([
-        CBOR.Entry(.integer(1), .integer(2)), CBOR.Entry(.integer(3), .integer(-7)), CBOR.Entry(.integer(-1), .integer(1)),
+        CBOR.Entry(.integer(1), .integer(2)), CBOR.Entry(.integer(3), .integer(-7)),
+        CBOR.Entry(.integer(-1), .integer(1)),
         CBOR.Entry(.integer(-2), .bytes(Array(rawPublicKey[1..<33]))),
         CBOR.Entry(.integer(-3), .bytes(Array(rawPublicKey[33..<65]))),
       ])
@@ -382,7 +385,8 @@ public struct COSEPublicKey: Sendable, Hashable {
         throw WalletDataError(.invalidValue, field: "publicKey", "an Ed25519 key is 32 bytes")
       }
       item = .map([
-        CBOR.Entry(.integer(1), .integer(1)), CBOR.Entry(.integer(3), .integer(-8)), CBOR.Entry(.integer(-1), .integer(6)),
+        CBOR.Entry(.integer(1), .integer(1)), CBOR.Entry(.integer(3), .integer(-8)),
+        CBOR.Entry(.integer(-1), .integer(6)),
         CBOR.Entry(.integer(-2), .bytes(rawPublicKey)),
       ])
     }

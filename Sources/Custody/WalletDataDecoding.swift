@@ -22,7 +22,25 @@ extension WalletData {
   }
 
   /// Decodes and validates the wallet encoding in `buffer`.
+  ///
+  /// When the input breaks a rule of deterministic CBOR anywhere, that is the error reported
+  /// (found, on this error path only, by the strict tree decoder), even where reading field by
+  /// field stumbled on something else first: a map with its keys swapped is an encoding
+  /// problem, not a missing field.
   public static func decode(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> WalletData {
+    do {
+      return try decodeFields(buffer)
+    } catch  where error.code != .cbor {
+      do {
+        _ = try CBORDecoder().decode(buffer)
+      } catch let encoding {
+        throw WalletDataError(.cbor, field: "", "not deterministic CBOR: \(encoding)")
+      }
+      throw error
+    }
+  }
+
+  private static func decodeFields(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> WalletData {
     var reader = try WalletReader(buffer)
     let whole = FieldPath()
     let top = try reader.head(whole)
@@ -39,7 +57,8 @@ extension WalletData {
     let version = try reader.unsigned(FieldPath("version"))
     guard version == currentVersion else {
       throw WalletDataError(
-        .unsupportedVersion, field: "version", "version \(version) is not supported (this build reads \(currentVersion))")
+        .unsupportedVersion, field: "version",
+        "version \(version) is not supported (this build reads \(currentVersion))")
     }
     var fields = try reader.map(whole)
     // Arguments are evaluated left to right, so fields are read in key order.
@@ -53,7 +72,8 @@ extension WalletData {
       },
       curve: try reader.either(4, "curve", in: &fields, Curve.secp256k1.rawValue, Curve.ed25519.rawValue)
         ? .secp256k1 : .ed25519,
-      derivation: try reader.either(5, "derivation", in: &fields, DerivationScheme.bip32.rawValue, DerivationScheme.slip10.rawValue)
+      derivation: try reader.either(
+        5, "derivation", in: &fields, DerivationScheme.bip32.rawValue, DerivationScheme.slip10.rawValue)
         ? .bip32 : .slip10,
       requestNonce: try reader.unsigned(6, "requestNonce", in: &fields),
       policy: try reader.require(7, "policy", in: &fields) { reader, path throws(WalletDataError) in
@@ -88,10 +108,13 @@ extension Approver {
       credential = .passkey(
         Passkey(
           credentialID: credentialID, publicKey: publicKey, rpID: rpID, allowedOrigins: origins,
-          signCount: UInt32(signCount), requireUserVerification: try reader.bool(7, "requireUserVerification", in: &fields)))
+          signCount: UInt32(signCount),
+          requireUserVerification: try reader.bool(7, "requireUserVerification", in: &fields)))
     } else {
-      let p256 = try reader.either(2, "algorithm", in: &fields, BotKey.Algorithm.p256.rawValue, BotKey.Algorithm.ed25519.rawValue)
-      credential = .bot(BotKey(algorithm: p256 ? .p256 : .ed25519, publicKey: try reader.bytes(3, "publicKey", in: &fields)))
+      let p256 = try reader.either(
+        2, "algorithm", in: &fields, BotKey.Algorithm.p256.rawValue, BotKey.Algorithm.ed25519.rawValue)
+      credential = .bot(
+        BotKey(algorithm: p256 ? .p256 : .ed25519, publicKey: try reader.bytes(3, "publicKey", in: &fields)))
     }
     try reader.end(&fields)
     return Approver(id: id, credential: credential)
@@ -105,7 +128,8 @@ extension Policy {
     policy.perTransactionLimit = try reader.optional(0, "perTransactionLimit", in: &fields) {
       reader, path throws(WalletDataError) in try reader.amount(path)
     }
-    policy.rollingWindow = try reader.optional(1, "rollingWindow", in: &fields) { reader, path throws(WalletDataError) in
+    policy.rollingWindow = try reader.optional(1, "rollingWindow", in: &fields) {
+      reader, path throws(WalletDataError) in
       try reader.pair(path)
       return RollingLimit(seconds: try reader.unsigned(path["seconds"]), limit: try reader.amount(path["limit"]))
     }
@@ -177,7 +201,9 @@ struct WalletReader {
     do { try cbor.finish() } catch { throw wrap(error, FieldPath()) }
   }
 
-  fileprivate mutating func expect(_ major: UInt8, _ path: FieldPath, _ expected: String) throws(WalletDataError)
+  fileprivate mutating func expect(
+    _ major: UInt8, _ path: FieldPath, _ expected: String
+  ) throws(WalletDataError)
     -> CBORReader.Head
   {
     let head = try head(path)
@@ -220,7 +246,8 @@ struct WalletReader {
     do { range = try cbor.content(of: head) } catch { throw wrap(error, path) }
     let magnitude = UnsafeRawBufferPointer(rebasing: cbor.buffer[range])
     guard magnitude.first != 0 else {
-      throw WalletDataError(.invalidValue, field: path.text, "an amount has no leading zero byte (zero is the empty string)")
+      throw WalletDataError(
+        .invalidValue, field: path.text, "an amount has no leading zero byte (zero is the empty string)")
     }
     guard let amount = Amount(bigEndian: magnitude) else {
       throw WalletDataError(.invalidValue, field: path.text, "an amount has at most 32 bytes, not \(magnitude.count)")
@@ -330,7 +357,9 @@ struct WalletReader {
     return try value(&self, map.path[field])
   }
 
-  mutating func unsigned(_ key: UInt64, _ field: StaticString, in map: inout MapFields) throws(WalletDataError) -> UInt64 {
+  mutating func unsigned(
+    _ key: UInt64, _ field: StaticString, in map: inout MapFields
+  ) throws(WalletDataError) -> UInt64 {
     try require(key, field, in: &map) { reader, path throws(WalletDataError) in try reader.unsigned(path) }
   }
 
@@ -342,7 +371,8 @@ struct WalletReader {
     try require(key, field, in: &map) { reader, path throws(WalletDataError) in try reader.text(path) }
   }
 
-  mutating func bytes(_ key: UInt64, _ field: StaticString, in map: inout MapFields) throws(WalletDataError) -> [UInt8] {
+  mutating func bytes(_ key: UInt64, _ field: StaticString, in map: inout MapFields) throws(WalletDataError) -> [UInt8]
+  {
     try require(key, field, in: &map) { reader, path throws(WalletDataError) in try reader.bytes(path) }
   }
 
@@ -372,7 +402,6 @@ struct WalletReader {
         "'\(String(decoding: bytes, as: UTF8.self))' is neither '\(first)' nor '\(second)'")
     }
   }
-
 
 }
 

@@ -76,7 +76,8 @@ public final class RootStateStore: @unchecked Sendable {
     guard existing.isEmpty else {
       throw VaultError(
         .rootStateExists,
-        "the partition already holds \(existing.count) root-state objects (CKA_APPLICATION '\(application)'); refusing to replace them")
+        "the partition already holds \(existing.count) root-state objects (CKA_APPLICATION '\(application)'); refusing to replace them"
+      )
     }
     var created = [ObjectHandle]()
     do {
@@ -89,10 +90,13 @@ public final class RootStateStore: @unchecked Sendable {
     }
     logger.info(
       "root state initialised",
-      metadata: ["vault.epoch": "\(state.epoch)", "vault.leaves": "\(state.leafCount)", "vault.root": "\(state.root.hex)"])
+      metadata: [
+        "vault.epoch": "\(state.epoch)", "vault.leaves": "\(state.leafCount)", "vault.root": "\(state.root.hex)",
+      ])
     let store = RootStateStore(
       session: session, state: state, slot: slotNames[0],
-      slots: Dictionary(uniqueKeysWithValues: zip(slotNames, created.map { Optional($0) })), syncDirectory: syncDirectory,
+      slots: Dictionary(uniqueKeysWithValues: zip(slotNames, created.map { Optional($0) })),
+      syncDirectory: syncDirectory,
       logger: logger)
     try store.flush()
     return store
@@ -110,7 +114,8 @@ public final class RootStateStore: @unchecked Sendable {
     guard let best = found.valid.max(by: { $0.state.epoch < $1.state.epoch }) else {
       throw VaultError(
         .rootStateCorrupt,
-        "no root-state slot is valid (\(found.problems.joined(separator: "; "))); restore the root from a backup or the sync chain")
+        "no root-state slot is valid (\(found.problems.joined(separator: "; "))); restore the root from a backup or the sync chain"
+      )
     }
     if let other = found.valid.first(where: { $0.slot != best.slot }), other.state.epoch == best.state.epoch,
       other.state != best.state
@@ -119,7 +124,8 @@ public final class RootStateStore: @unchecked Sendable {
         .rootStateCorrupt, "both root-state slots claim epoch \(best.state.epoch) with different states")
     }
     for problem in found.problems {
-      logger.warning("root-state slot not usable; the next commit rewrites it", metadata: ["vault.problem": "\(problem)"])
+      logger.warning(
+        "root-state slot not usable; the next commit rewrites it", metadata: ["vault.problem": "\(problem)"])
     }
     var slots = [String: ObjectHandle?]()
     for name in slotNames { slots[name] = found.valid.first { $0.slot == name }?.handle }
@@ -157,7 +163,8 @@ public final class RootStateStore: @unchecked Sendable {
         try flush()
       } catch {
         logger.error(
-          "root state commit failed; re-reading the token", metadata: ["vault.epoch": "\(next.epoch)", "error": "\(error)"])
+          "root state commit failed; re-reading the token",
+          metadata: ["vault.epoch": "\(next.epoch)", "vault.error": "\(error)"])
         if let reread = try? RootStateStore.readSlots(session: session),
           let best = reread.valid.max(by: { $0.state.epoch < $1.state.epoch })
         {

@@ -43,12 +43,13 @@ public final class WalletRoot: @unchecked Sendable {
         do throws(MerkleError) {
           applied.append(try verifier.apply(change))
         } catch {
-          rejection = BatchOutcome.Rejection(index: index, kind: change.kind, error: error, notApplied: changes.count - index)
+          rejection = BatchOutcome.Rejection(
+            index: index, kind: change.kind, error: error, notApplied: changes.count - index)
           logger.warning(
             "change refused; it and the rest of the batch are not applied",
             metadata: [
               "vault.change": "\(index)", "vault.kind": "\(change.kind)", "vault.refused": "\(changes.count - index)",
-              "error": "\(error)",
+              "vault.error": "\(error)",
             ])
           break
         }

@@ -50,7 +50,8 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
       let logger = logging.makeLogger("custos.bench")
       let report = try MerkleBenchmark(
-        options: .init(wallets: wallets, proofs: proofs, changes: changes, batchSize: batch, rounds: rounds), logger: logger
+        options: .init(wallets: wallets, proofs: proofs, changes: changes, batchSize: batch, rounds: rounds),
+        logger: logger
       ).run()
       if json {
         let encoder = JSONEncoder()

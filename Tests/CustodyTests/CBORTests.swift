@@ -47,7 +47,8 @@ struct CBORVector: Decodable, CustomTestStringConvertible {
       .init(.text("b"), .unsigned(1)), .init(.array([]), .unsigned(2)), .init(.unsigned(24), .unsigned(3)),
       .init(.integer(-1), .unsigned(4)), .init(.unsigned(10), .unsigned(5)),
     ]
-    let expected = Hex.decode("a50a05181803200461620180" + "02")!  // 10, 24, -1, "b", []: text (0x61) sorts before arrays (0x80)
+    // 10, 24, -1, "b", []: text (0x61) sorts before arrays (0x80).
+    let expected = Hex.decode("a50a051818032004616201" + "8002")!
     #expect(try CBOR.map(entries).encoded() == expected)
     #expect(try CBOR.map(entries.reversed()).encoded() == expected)
     #expect(CBOR.map(entries) == CBOR.map(entries.reversed()))
@@ -104,14 +105,17 @@ struct CBORVector: Decodable, CustomTestStringConvertible {
     switch Int.random(in: 0..<kinds, using: &random) {
     case 0: return .unsigned(random.next() >> UInt64.random(in: 0...63, using: &random))
     case 1: return .negative(random.next() >> UInt64.random(in: 0...63, using: &random))
-    case 2: return .bytes((0..<Int.random(in: 0...40, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) })
+    case 2:
+      return .bytes((0..<Int.random(in: 0...40, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) })
     case 3:
       let scalars = ["a", "Z", "é", "水", "𐅑", "\"", "\\", " "]
-      return .text((0..<Int.random(in: 0...12, using: &random)).map { _ in scalars.randomElement(using: &random)! }.joined())
+      return .text(
+        (0..<Int.random(in: 0...12, using: &random)).map { _ in scalars.randomElement(using: &random)! }.joined())
     case 4: return [.bool(true), .bool(false), .null].randomElement(using: &random)!
     case 5: return .integer(Int64.random(in: -1000...1000, using: &random))
     case 6:
-      return .array((0..<Int.random(in: 0...5, using: &random)).map { _ in randomValue(depth: depth + 1, using: &random) })
+      return .array(
+        (0..<Int.random(in: 0...5, using: &random)).map { _ in randomValue(depth: depth + 1, using: &random) })
     case 7:
       var entries = [CBOR.Entry]()
       var keys = Set<CBOR>()

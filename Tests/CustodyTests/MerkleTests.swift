@@ -218,7 +218,8 @@ func treeAndVerifier(wallets n: Int) throws -> (MerkleTree<InMemoryMerkleNodeSto
       bytes[7] ^= 0x10
       var forged = siblings
       forged[index] = Hash256(bytes)!
-      try expectRefused(.update(old: walletEncodings[2], new: updated, siblings: forged), .rootMismatch, "sibling \(index)")
+      try expectRefused(
+        .update(old: walletEncodings[2], new: updated, siblings: forged), .rootMismatch, "sibling \(index)")
     }
     // Wrong side: the siblings in another order, or a proof made for the node beside it.
     try expectRefused(
@@ -264,7 +265,8 @@ func treeAndVerifier(wallets n: Int) throws -> (MerkleTree<InMemoryMerkleNodeSto
 
   @Test func aStaleProofIsRefusedAfterTheTreeMoved() throws {
     var (tree, verifier) = try treeAndVerifier(wallets: 5)
-    let stale = try tree.updateChange(walletID: 2, old: walletEncodings[2], new: SampleWallet.encoding(id: 2, revision: 1))
+    let stale = try tree.updateChange(
+      walletID: 2, old: walletEncodings[2], new: SampleWallet.encoding(id: 2, revision: 1))
     // Another change lands first: wallet 4 is updated, so the root moved.
     let other = SampleWallet.encoding(id: 4, revision: 1)
     try verifier.apply(try tree.updateChange(walletID: 4, old: walletEncodings[4], new: other))

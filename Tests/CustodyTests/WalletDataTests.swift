@@ -6,7 +6,9 @@ import Testing
 /// The smallest valid wallet: one Ed25519 bot, no limits.
 let minimalWallet = WalletData(
   id: 1, threshold: 1, custodial: true,
-  approvers: [Approver(id: "b", credential: .bot(BotKey(algorithm: .ed25519, publicKey: [UInt8](repeating: 0x11, count: 32))))],
+  approvers: [
+    Approver(id: "b", credential: .bot(BotKey(algorithm: .ed25519, publicKey: [UInt8](repeating: 0x11, count: 32))))
+  ],
   curve: .secp256k1, derivation: .bip32)
 
 /// `item` with map field `key` set to `value` (removed when nil) at the map reached by `path`
@@ -65,7 +67,10 @@ func edit(_ item: CBOR, at path: [UInt64] = [2], field key: UInt64, to value: CB
     variants.append(with(minimalWallet) { $0.id = 2 })
     variants.append(with(minimalWallet) { $0.custodial = false })
     variants.append(with(minimalWallet) { $0.requestNonce = 1 })
-    variants.append(with(minimalWallet) { $0.curve = .ed25519; $0.derivation = .slip10 })
+    variants.append(
+      with(minimalWallet) {
+        $0.curve = .ed25519; $0.derivation = .slip10
+      })
     variants.append(with(minimalWallet) { $0.policy.perTransactionLimit = .zero })
     variants.append(with(minimalWallet) { $0.policy.destinationAllowlist = ["x"] })
     variants.append(with(minimalWallet) { $0.policyState.spent = [.init(timestamp: 1, amount: Amount(1))] })
@@ -76,15 +81,23 @@ func edit(_ item: CBOR, at path: [UInt64] = [2], field key: UInt64, to value: CB
   /// Cases the decoder (and the encoder) must refuse, each with the field it names.
   static let refusals: [(String, CBOR, WalletDataError.Code, String)] = {
     let base = minimalWallet.cbor
-    let bot = CBOR.map([(0, .text("b")), (1, .text("bot")), (2, .text("ed25519")), (3, .bytes([UInt8](repeating: 0x11, count: 32)))])
-    let bot2 = CBOR.map([(0, .text("a")), (1, .text("bot")), (2, .text("ed25519")), (3, .bytes([UInt8](repeating: 0x22, count: 32)))])
+    let bot = CBOR.map([
+      (0, .text("b")), (1, .text("bot")), (2, .text("ed25519")), (3, .bytes([UInt8](repeating: 0x11, count: 32))),
+    ])
+    let bot2 = CBOR.map([
+      (0, .text("a")), (1, .text("bot")), (2, .text("ed25519")), (3, .bytes([UInt8](repeating: 0x22, count: 32))),
+    ])
     let sameKey = edit(bot2, at: [], field: 3, to: .bytes([UInt8](repeating: 0x11, count: 32)))
     let passkey = SampleWallet.make(id: 1).approvers[0].cbor
     let rs256 = CBOR.map([
-      CBOR.Entry(.integer(1), .integer(3)), CBOR.Entry(.integer(3), .integer(-257)), CBOR.Entry(.integer(-1), .bytes([1])),
+      CBOR.Entry(.integer(1), .integer(3)), CBOR.Entry(.integer(3), .integer(-257)),
+      CBOR.Entry(.integer(-1), .bytes([1])),
     ])
     return [
-      ("a request's domain", edit(base, at: [], field: 0, to: nil).replacingTop(0, .text("custos/request")), .wrongDomain, ""),
+      (
+        "a request's domain", edit(base, at: [], field: 0, to: nil).replacingTop(0, .text("custos/request")),
+        .wrongDomain, ""
+      ),
       ("a map instead of the array", base.arrayItem(2), .wrongDomain, ""),
       ("version 2", base.replacingTop(1, .unsigned(2)), .unsupportedVersion, "version"),
       ("an unknown field", edit(base, field: 9, to: .unsigned(0)), .unknownField, ""),
@@ -99,20 +112,25 @@ func edit(_ item: CBOR, at path: [UInt64] = [2], field key: UInt64, to value: CB
       ("approvers out of order", edit(base, field: 3, to: .array([bot, bot2])), .invalidValue, "approvers[1].id"),
       ("one key under two names", edit(base, field: 3, to: .array([sameKey, bot])), .invalidValue, "approvers[1]"),
       (
-        "a compressed P-256 bot key", edit(base, field: 3, to: .array([edit(bot, at: [], field: 2, to: .text("p256"))])),
+        "a compressed P-256 bot key",
+        edit(base, field: 3, to: .array([edit(bot, at: [], field: 2, to: .text("p256"))])),
         .invalidValue, "approvers[0].publicKey"
       ),
       (
-        "an approver of unknown kind", edit(base, field: 3, to: .array([edit(bot, at: [], field: 1, to: .text("sms"))])),
+        "an approver of unknown kind",
+        edit(base, field: 3, to: .array([edit(bot, at: [], field: 1, to: .text("sms"))])),
         .invalidValue, "approvers[0].kind"
       ),
       (
-        "an RS256 passkey", edit(base, field: 3, to: .array([edit(passkey, at: [], field: 3, to: .bytes(try! rs256.encoded()))])),
+        "an RS256 passkey",
+        edit(base, field: 3, to: .array([edit(passkey, at: [], field: 3, to: .bytes(try! rs256.encoded()))])),
         .invalidValue, "approvers[0].publicKey"
       ),
       (
         "origins out of order",
-        edit(base, field: 3, to: .array([edit(passkey, at: [], field: 5, to: .array([.text("https://b"), .text("https://a")]))])),
+        edit(
+          base, field: 3,
+          to: .array([edit(passkey, at: [], field: 5, to: .array([.text("https://b"), .text("https://a")]))])),
         .invalidValue, "approvers[0].allowedOrigins[1]"
       ),
       (
@@ -161,6 +179,35 @@ func edit(_ item: CBOR, at path: [UInt64] = [2], field key: UInt64, to value: CB
       let error = #expect(throws: WalletDataError.self, "\(name)") { try WalletData.decode(bytes) }
       #expect(error?.code == code, "\(name): \(String(describing: error))")
       #expect(error?.field == field, "\(name): \(String(describing: error))")
+    }
+  }
+
+  @Test func refusesControlCharactersInNames() throws {
+    for bad in ["bell\u{7}", "del\u{7F}", "next-line\u{85}", "tab\tname", ""] {
+      let wallet = with(minimalWallet) { $0.approvers[0].id = bad }
+      let error = #expect(throws: WalletDataError.self, "\(bad.debugDescription)") {
+        try WalletData.decode(try wallet.cbor.encoded())
+      }
+      #expect(error?.field == "approvers[0].id")
+    }
+    // Other non-ASCII text is fine.
+    let accented = with(minimalWallet) { $0.approvers[0].id = "zoë-\u{A0}-水" }
+    #expect(try WalletData.decode(try accented.encoded()) == accented)
+  }
+
+  @Test func refusesFieldKeysOutOfOrderOrRepeated() throws {
+    let bytes = try minimalWallet.encoded()
+    // Fields 0 (id) and 1 (threshold) are "00 01 01 01" at offset 17: swap the keys.
+    #expect(bytes[17...20] == [0x00, 0x01, 0x01, 0x01])
+    var swapped = bytes
+    swapped[17] = 0x01
+    swapped[19] = 0x00
+    var repeated = bytes
+    repeated[19] = 0x00
+    for (bad, rule) in [(swapped, "unsortedMapKeys"), (repeated, "duplicateMapKey")] {
+      let error = #expect(throws: WalletDataError.self) { try WalletData.decode(bad) }
+      #expect(error?.code == .cbor)
+      #expect(error?.reason.contains(rule) == true, "\(String(describing: error))")
     }
   }
 

@@ -28,12 +28,14 @@ public enum SampleWallet {
   public static func passkey(_ name: String, edDSA: Bool = false) -> Passkey {
     let raw: [UInt8]
     if edDSA {
-      raw = Array(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("passkey " + name)).publicKey.rawRepresentation)
+      raw = Array(
+        try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("passkey " + name)).publicKey.rawRepresentation)
     } else {
       raw = Array(try! P256.Signing.PrivateKey(rawRepresentation: seed("passkey " + name)).publicKey.x963Representation)
     }
     return Passkey(
-      credentialID: seed("credential " + name), publicKey: try! COSEPublicKey.encode(edDSA ? .edDSA : .es256, rawPublicKey: raw),
+      credentialID: seed("credential " + name),
+      publicKey: try! COSEPublicKey.encode(edDSA ? .edDSA : .es256, rawPublicKey: raw),
       rpID: "custody.example", allowedOrigins: ["https://custody.example"], signCount: 0,
       requireUserVerification: true)
   }
@@ -43,10 +45,12 @@ public enum SampleWallet {
     ed25519
       ? BotKey(
         algorithm: .ed25519,
-        publicKey: Array(try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("bot " + name)).publicKey.rawRepresentation))
+        publicKey: Array(
+          try! Curve25519.Signing.PrivateKey(rawRepresentation: seed("bot " + name)).publicKey.rawRepresentation))
       : BotKey(
         algorithm: .p256,
-        publicKey: Array(try! P256.Signing.PrivateKey(rawRepresentation: seed("bot " + name)).publicKey.x963Representation))
+        publicKey: Array(
+          try! P256.Signing.PrivateKey(rawRepresentation: seed("bot " + name)).publicKey.x963Representation))
   }
 
   /// Wallet `id` at `revision`: two passkeys and a bot, a 2-of-3 threshold, a full policy.
@@ -62,7 +66,9 @@ public enum SampleWallet {
       policy: Policy(
         perTransactionLimit: Amount(decimal: "5000000000000000000"),
         rollingWindow: RollingLimit(seconds: 86_400, limit: Amount(decimal: "20000000000000000000")!),
-        destinationAllowlist: ["0x52908400098527886E0F7030069857D2E4169EE7", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"],
+        destinationAllowlist: [
+          "0x52908400098527886E0F7030069857D2E4169EE7", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+        ],
         timeOfDay: TimeOfDayWindow(fromMinute: 8 * 60, toMinute: 20 * 60)),
       policyState: PolicyState(
         spent: revision == 0 ? [] : [.init(timestamp: 1_700_000_000 + revision, amount: Amount(revision * 1_000))]))

@@ -63,7 +63,8 @@ private func writerState(_ epoch: UInt64) -> RootState {
       child.waitUntilExit()
       text += String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
       let lines = text.split(separator: "\n")
-      #expect(!lines.contains { $0.hasPrefix("error") || $0.hasPrefix("broken") }, "round \(round): \(lines.last ?? "")")
+      #expect(
+        !lines.contains { $0.hasPrefix("error") || $0.hasPrefix("broken") }, "round \(round): \(lines.last ?? "")")
       let reported = lines.compactMap { $0.hasPrefix("committed ") ? UInt64($0.dropFirst(10)) : nil }.last ?? previous
       sawCommits += lines.count - 1
 
@@ -72,7 +73,9 @@ private func writerState(_ epoch: UInt64) -> RootState {
       try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
       let state = try RootStateStore.open(session: session, logger: testLogger).state
       // The last commit it reported, or the one it was in the middle of: never anything else.
-      #expect(state.epoch == reported || state.epoch == reported + 1, "round \(round): reported \(reported), found \(state.epoch)")
+      #expect(
+        state.epoch == reported || state.epoch == reported + 1,
+        "round \(round): reported \(reported), found \(state.epoch)")
       #expect(state == writerState(state.epoch), "round \(round): epoch \(state.epoch) holds a state it never wrote")
       previous = state.epoch
     }

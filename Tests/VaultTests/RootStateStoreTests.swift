@@ -110,7 +110,9 @@ func slotFiles(_ test: TestDevice) throws -> [String] {
       #expect(missing?.code == .rootStateMissing)
       let store = try RootStateStore.initialize(session: session, logger: testLogger)
       try store.commit(sampleState(1))
-      let twice = #expect(throws: VaultError.self) { try RootStateStore.initialize(session: session, logger: testLogger) }
+      let twice = #expect(throws: VaultError.self) {
+        try RootStateStore.initialize(session: session, logger: testLogger)
+      }
       #expect(twice?.code == .rootStateExists)
       #expect(try RootStateStore.open(session: session, logger: testLogger).state == sampleState(1))
     }
@@ -171,6 +173,25 @@ func slotFiles(_ test: TestDevice) throws -> [String] {
       #expect(error?.code == .rootStateCorrupt)
       #expect(error?.reason.contains("integrity tag") == true)
     }
+  }
+
+  /// The custody partition's real allow-list (softhsm/custody.mechanisms) is enough: the root
+  /// state uses objects, not mechanisms.
+  @Test func worksUnderTheCustodyPartitionsOwnAllowList() throws {
+    let directory = try TemporaryDirectory()
+    let device = try Device.create(
+      at: directory.appending("device"), name: "custody-profile",
+      partitions: [
+        PartitionSetup(
+          name: "custody", soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user))
+      ], logger: testLogger)
+    #expect(device.manifest.partitions[0].profile == "custody")
+    let session = try device.partition("custody").openSession(readWrite: true)
+    try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
+    let store = try RootStateStore.initialize(
+      session: session, syncDirectory: device.tokenDirectory(ofPartition: "custody"), logger: testLogger)
+    try store.commit(sampleState(1))
+    #expect(try RootStateStore.open(session: session, logger: testLogger).state == sampleState(1))
   }
 
   @Test func flushingToDiskKeepsTheSameState() throws {

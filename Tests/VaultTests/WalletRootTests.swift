@@ -134,12 +134,22 @@ struct VaultFixture {
     var stale = fixture.tree
     try stale.add(walletHash: .zero)  // a count the vault does not have
     let forgeries: [(String, MerkleChange, MerkleError.Code)] = [
-      ("wrong leaf", .update(old: SampleWallet.encoding(id: 2, revision: 5), new: new, siblings: siblings), .rootMismatch),
+      (
+        "wrong leaf", .update(old: SampleWallet.encoding(id: 2, revision: 5), new: new, siblings: siblings),
+        .rootMismatch
+      ),
       ("wrong sibling", .update(old: old, new: new, siblings: flipped), .rootMismatch),
       ("wrong side", .update(old: old, new: new, siblings: siblings.reversed()), .rootMismatch),
-      ("stale root", .update(old: old, new: new, siblings: try fixture.tree.proof(ofWallet: 4).siblings), .rootMismatch),
-      ("wrong count", .add(wallet: SampleWallet.encoding(id: 6), currentLeaf: try stale.currentLeafProof()), .rootMismatch),
-      ("internal node as leaf", .remove(old: internalNode, siblings: Array(siblings.dropFirst())), .leafPreimageInvalid),
+      (
+        "stale root", .update(old: old, new: new, siblings: try fixture.tree.proof(ofWallet: 4).siblings), .rootMismatch
+      ),
+      (
+        "wrong count", .add(wallet: SampleWallet.encoding(id: 6), currentLeaf: try stale.currentLeafProof()),
+        .rootMismatch
+      ),
+      (
+        "internal node as leaf", .remove(old: internalNode, siblings: Array(siblings.dropFirst())), .leafPreimageInvalid
+      ),
     ]
     for (name, change, code) in forgeries {
       let outcome = try fixture.root.apply([change])
