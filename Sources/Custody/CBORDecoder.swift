@@ -64,16 +64,7 @@ public struct CBORReader {
 
     /// The kind of item, for error messages.
     public var kindName: String {
-      switch major {
-      case 0: "unsigned integer"
-      case 1: "negative integer"
-      case 2: "byte string"
-      case 3: "text string"
-      case 4: "array"
-      case 5: "map"
-      case 6: "tagged item"
-      default: argument == 22 ? "null" : "boolean"
-      }
+      major == 7 ? (argument == 22 ? "null" : "boolean") : CBORReader.majorName(major)
     }
   }
 

@@ -21,20 +21,12 @@ private func writerState(_ epoch: UInt64) -> RootState {
   }
 
   @Test func aWriterKilledAtRandomPointsAlwaysLeavesTheOldOrTheNewEpoch() throws {
-    let directory = try TemporaryDirectory()
-    let path = directory.appending("device")
-    do {
-      let device = try Device.create(
-        at: path, name: "crash",
-        partitions: [
-          PartitionSetup(
-            name: "custody", soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
-            allowList: MechanismAllowList.profile("default"))
-        ], logger: testLogger)
+    let (directory, path) = try TestDevice.createClosed(partitions: ["custody"]) { device in
       let session = try device.partition("custody").openSession(readWrite: true)
       try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
       _ = try RootStateStore.initialize(session: session, logger: testLogger)
     }
+    defer { _ = directory }
     var random = SystemRandomNumberGenerator()
     var previous: UInt64 = 0
     var sawCommits = 0

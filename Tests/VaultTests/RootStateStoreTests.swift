@@ -178,13 +178,8 @@ func slotFiles(_ test: TestDevice) throws -> [String] {
   /// The custody partition's real allow-list (softhsm/custody.mechanisms) is enough: the root
   /// state uses objects, not mechanisms.
   @Test func worksUnderTheCustodyPartitionsOwnAllowList() throws {
-    let directory = try TemporaryDirectory()
-    let device = try Device.create(
-      at: directory.appending("device"), name: "custody-profile",
-      partitions: [
-        PartitionSetup(
-          name: "custody", soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user))
-      ], logger: testLogger)
+    let test = try TestDevice(partitions: ["custody"], profile: nil)
+    let device = test.device
     #expect(device.manifest.partitions[0].profile == "custody")
     let session = try device.partition("custody").openSession(readWrite: true)
     try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
