@@ -44,7 +44,7 @@ let package = Package(
       providers: [.apt(["libssl-dev"])]
     ),
     // Pure model shared by every side. Depends on nothing of ours.
-    .target(name: "Custody"),
+    .target(name: "Custody", dependencies: [crypto]),
     // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
     .target(
       name: "HSMBridge",
@@ -63,7 +63,8 @@ let package = Package(
       name: "Ceremony",
       dependencies: ["HSMBridge", "Custody", yams, crypto, logging]
     ),
-    // The vault extension running inside custos-hsm: sealing, derivation, signing, addresses.
+    // The vault extension running inside custos-hsm: root state, sealing, derivation, signing,
+    // addresses, and the benchmarks of its hot paths (they measure its stages from inside).
     .target(
       name: "Vault",
       dependencies: ["HSMBridge", "Custody", "CSecp256k1", "COpenSSL", crypto, logging]
@@ -73,17 +74,21 @@ let package = Package(
       dependencies: ["Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", argumentParser, logging]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
-    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging], path: "Tests/TestSupport"),
-    .testTarget(name: "CustodyTests", dependencies: ["Custody"]),
+    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
+    .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
       name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", crypto, logging],
       resources: [.copy("Vectors")]),
     .testTarget(
       name: "CeremonyTests", dependencies: ["Ceremony", "HSMBridge", "Custody", "TestSupport", crypto, logging]),
+    // A child process for the crash-safety test: commits root states until it is killed.
+    .executableTarget(
+      name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],
+      path: "Tests/RootStateWriter"),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
     .testTarget(
       name: "VaultTests",
-      dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", crypto, logging],
+      dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", crypto, logging],
       resources: [.copy("Vectors")]
     ),
   ],

@@ -1,7 +1,8 @@
 import HSMBridge
 
-/// A failure of the vault: bad input it refused, a sealed seed that does not open, a signature
-/// that failed its own check. Never carries secret material.
+/// A failure of the vault: bad input it refused, its state in the token, a sealed seed that does
+/// not open, a signature that failed its own check. Never carries secret material. PKCS #11
+/// failures underneath are kept in `pkcs11`; refused Merkle changes are `MerkleError`.
 public struct VaultError: Error, Hashable, Sendable, CustomStringConvertible {
   /// What kind of failure this is. Extensible: new codes are added as static members.
   public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -34,6 +35,16 @@ public struct VaultError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let unsupported = Code("unsupported")
     /// An address or encoded string that does not decode.
     public static let invalidEncoding = Code("invalidEncoding")
+    /// The partition holds no root state (never initialised).
+    public static let rootStateMissing = Code("rootStateMissing")
+    /// Root-state objects exist where a fresh partition was expected.
+    public static let rootStateExists = Code("rootStateExists")
+    /// No root-state slot is valid, or the slots contradict each other.
+    public static let rootStateCorrupt = Code("rootStateCorrupt")
+    /// A commit that is not the next epoch.
+    public static let epochOutOfOrder = Code("epochOutOfOrder")
+    /// Writing the token (or flushing it to disk) failed.
+    public static let tokenWrite = Code("tokenWrite")
   }
 
   public let code: Code

@@ -12,7 +12,7 @@ struct Custos: AsyncParsableCommand {
       CUSTOS_PKCS11_MODULE (default \(defaultModulePath)).
       """,
     subcommands: [
-      DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, Doctor.self, Bench.self,
+      DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, Doctor.self, BenchCommand.self,
     ])
 }
 

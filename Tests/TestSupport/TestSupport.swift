@@ -39,15 +39,33 @@ public struct TestDevice {
   public let directory: TemporaryDirectory
   public let device: Device
 
-  public init(partitions: [String] = ["scratch"], name: String = "test", profile: String = "default") throws {
+  /// `profile` names the allow-list of every partition; nil gives each partition the profile
+  /// of its name, as a real device has (softhsm/<name>.mechanisms).
+  public init(partitions: [String] = ["scratch"], name: String = "test", profile: String? = "default") throws {
     directory = try TemporaryDirectory()
     device = try Device.create(
-      at: directory.appending("device"), name: name,
-      partitions: partitions.map {
-        PartitionSetup(
-          name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
-          allowList: MechanismAllowList.profile(profile))
-      }, logger: testLogger)
+      at: directory.appending("device"), name: name, partitions: TestDevice.setups(partitions, profile: profile),
+      logger: testLogger)
+  }
+
+  /// Creates a device, runs `populate` on it, and closes it again, for tests that open it
+  /// themselves (perhaps from another process). Keep the directory alive while it is used.
+  public static func createClosed(
+    partitions: [String], name: String = "test", profile: String? = "default", populate: (Device) throws -> Void
+  ) throws -> (directory: TemporaryDirectory, path: String) {
+    let directory = try TemporaryDirectory()
+    let path = directory.appending("device")
+    _ = try Device.create(
+      at: path, name: name, partitions: setups(partitions, profile: profile), logger: testLogger, populate: populate)
+    return (directory, path)
+  }
+
+  static func setups(_ partitions: [String], profile: String?) -> [PartitionSetup] {
+    partitions.map {
+      PartitionSetup(
+        name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
+        allowList: profile.flatMap { MechanismAllowList.profile($0) })
+    }
   }
 
   /// A read-write session logged in as the user.
