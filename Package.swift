@@ -61,7 +61,7 @@ let package = Package(
     // Key ceremonies: scripts as data (YAML), the engine, participants, prompts, transcripts.
     .target(
       name: "Ceremony",
-      dependencies: ["HSMBridge", "Custody", yams, crypto, logging]
+      dependencies: ["HSMBridge", "Custody", "Vault", yams, crypto, logging]
     ),
     // The vault extension running inside custos-hsm: root state, sealing, derivation, signing,
     // addresses, and the benchmarks of its hot paths (they measure its stages from inside).

@@ -2,6 +2,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import Vault
 
 #if canImport(Glibc)
 import Glibc
@@ -286,6 +287,7 @@ public final class CeremonyEngine {
     case .createDevice: throw CeremonyError(.actionFailed, step: step, "the device is created once")
     case .generateActivationSecret: return try generateActivationSecret(step, state)
     case .generateKey: return try generateKey(step, state)
+    case .initializeRootState: return try initializeRootState(step, state)
     case .splitActivationSecret: return try splitActivationSecret(step, state)
     case .enrolCryptoUser: return try enrolCryptoUser(step, state)
     case .verifyActivation: return try verifyActivation(step, state)
@@ -440,6 +442,24 @@ public final class CeremonyEngine {
       "  generated \(key) in \(partition): \(created.map { "\($0.policy.objectClass) handle \($0.handle.rawValue)" }.joined(separator: ", "))"
     )
     return ["partition": .string(partition), "key": .string(key), "objects": .array(objects), "public-key": publicKey]
+  }
+
+  private func initializeRootState(_ step: CeremonyStep, _ state: RunState) throws -> [String: JSONValue] {
+    let partition = "custody"
+    guard let pins = state.pins[partition] else {
+      throw CeremonyError(
+        .actionFailed, step: step, "partition \(partition) has no PINs (the activation secret is gone)")
+    }
+    let session = try state.userSession(partition, pin: pins.user)
+    let store = try RootStateStore.initialize(session: session, logger: logger)
+    let objects = try session.findObjects([.class(.data), .application(RootStateStore.application)])
+    prompter.say(
+      "  root state: epoch \(store.state.epoch), \(store.state.leafCount) leaf, root \(store.state.root.hex) (\(objects.count) slots)"
+    )
+    return [
+      "epoch": .int(Int(store.state.epoch)), "leaf-count": .int(Int(store.state.leafCount)),
+      "root": .string(store.state.root.hex), "objects": .int(objects.count),
+    ]
   }
 
   /// An attribute's value as the transcript shows it.

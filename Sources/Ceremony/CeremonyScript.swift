@@ -17,6 +17,8 @@ public enum CeremonyAction: String, CaseIterable, Sendable {
   case generateActivationSecret = "generate-activation-secret"
   /// Generates a key of the attribute policy table in a partition.
   case generateKey = "generate-key"
+  /// Writes the vault's first root state into the custody partition.
+  case initializeRootState = "initialize-root-state"
   /// Splits the activation secret among the unseal key holders, one encrypted share file each,
   /// and zeroes it.
   case splitActivationSecret = "split-activation-secret"
@@ -44,6 +46,7 @@ public enum CeremonyAction: String, CaseIterable, Sendable {
     case .createDevice: ["device", "partitions"]
     case .generateActivationSecret: ["source", "partitions", "pins"]
     case .generateKey: ["partition", "key", "objects", "public-key"]
+    case .initializeRootState: ["epoch", "leaf-count", "root", "objects"]
     case .splitActivationSecret: ["threshold", "holders", "kdf", "secret"]
     case .enrolCryptoUser: ["verifier", "credential-file"]
     case .verifyActivation: ["holders", "partitions"]
@@ -57,7 +60,7 @@ public enum CeremonyAction: String, CaseIterable, Sendable {
     case .enrolOfficers: []
     case .createDevice: [.enrolOfficers]
     case .generateActivationSecret, .enrolCryptoUser: [.createDevice]
-    case .generateKey, .splitActivationSecret: [.generateActivationSecret]
+    case .generateKey, .splitActivationSecret, .initializeRootState: [.generateActivationSecret]
     case .verifyActivation: [.splitActivationSecret]
     case .checkAttributePolicy: [.verifyActivation]
     }

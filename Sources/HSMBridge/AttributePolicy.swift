@@ -49,10 +49,13 @@ public struct PolicyException: Hashable, Sendable, CustomStringConvertible {
 public struct ObjectPolicy: Hashable, Sendable, CustomStringConvertible {
   /// How many objects of a partition a row matches.
   public enum Cardinality: Hashable, Sendable {
-    /// Exactly one (a named key).
-    case exactlyOne
-    /// Any number, none included (records written by the vault, such as root states).
+    /// Exactly this many (1 for a named key, 2 for the root state's two slots).
+    case exactly(Int)
+    /// Any number, none included (records written by the vault).
     case any
+
+    /// Exactly one: a named key.
+    public static let exactlyOne = Cardinality.exactly(1)
   }
 
   /// What the row describes, which decides its baseline.
@@ -229,6 +232,17 @@ public enum AttributePolicy {
       partition: "custody", label: "custos.audit", kind: .aesKey(bytes: 32),
       purpose: "derives the MAC key of audit records",
       exceptions: [PolicyException(.derive(true), vaultDerives)]),
+    ObjectPolicy(
+      partition: "custody", application: "custos.root", kind: .data, cardinality: .exactly(2),
+      purpose:
+        "the vault's root state {epoch, leaf count, root}: two slots written in turn (CKA_VALUE names the slot, CKA_LABEL holds the state and its integrity tag)",
+      exceptions: [
+        PolicyException(
+          .modifiable(true),
+          "every commit rewrites the older slot's CKA_LABEL (a data object's CKA_VALUE is read-only after creation)"),
+        PolicyException(
+          .destroyable(true), "a slot whose object file was torn by a crash is destroyed and written afresh"),
+      ]),
     ObjectPolicy(
       partition: "admin", label: "custos.codesign", kind: .ecPrivateKey(.p256),
       purpose: "signs the measurement of a vault build",

@@ -111,11 +111,12 @@ extension AttributePolicy {
         }
       }
     }
-    for row in rows where row.cardinality == .exactlyOne {
+    for row in rows {
+      guard case .exactly(let wanted) = row.cardinality else { continue }
       let count = matches[row, default: 0]
-      if count == 0 {
+      if count < wanted {
         findings.append(PolicyFinding(partition: partition, object: nil, objectName: row.name, kind: .missingObject))
-      } else if count > 1 {
+      } else if count > wanted {
         findings.append(
           PolicyFinding(partition: partition, object: nil, objectName: row.name, kind: .duplicateObject(count: count)))
       }

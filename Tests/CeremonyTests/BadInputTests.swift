@@ -106,18 +106,18 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
     }
     let error = try #require(failure(rehearsal))
     #expect(error.code == .wrongPassword)
-    #expect(error.step == 11)
+    #expect(error.step == 12)
     #expect(error.reason.contains("grace"))
     #expect(!error.description.contains("forgot"))
-    // The share files and the credential of steps 9 and 10 were removed with the device.
+    // The share files and the credential of steps 10 and 11 were removed with the device.
     #expect(try rehearsal.leftovers() == [])
   }
 
   @Test func aSingleShareDoesNotActivate() throws {
-    let rehearsal = try Rehearsal(edit: acting([11: ["heidi"]]))
+    let rehearsal = try Rehearsal(edit: acting([12: ["heidi"]]))
     let error = try #require(failure(rehearsal))
     #expect(error.code == .missingQuorum)
-    #expect(error.step == 11)
+    #expect(error.step == 12)
     #expect(error.reason == "the quorum is 2 distinct unseal key holders; 1 presented (heidi)")
     #expect(try rehearsal.leftovers() == [])
   }
@@ -129,7 +129,7 @@ private func acting(_ entries: [Int: [String]]) -> (String) -> String {
     try Data("an older share".utf8).write(to: URL(fileURLWithPath: rehearsal.share("heidi")))
     let error = try #require(failure(rehearsal))
     #expect(error.code == .alreadyExists)
-    #expect(error.step == 9)
+    #expect(error.step == 10)
     #expect(try String(contentsOfFile: rehearsal.share("heidi"), encoding: .utf8) == "an older share")
     #expect(!FileManager.default.fileExists(atPath: rehearsal.device))
   }

@@ -23,7 +23,7 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
 
 @Suite(.serialized) struct AttributePolicyTests {
   @Test func theTableSaysWhatDesignSection4Says() throws {
-    let keys = AttributePolicy.table.filter { $0.partition != OfficerToken.partitionName }
+    let keys = AttributePolicy.table.filter { $0.partition != OfficerToken.partitionName && $0.kind != .data }
     #expect(
       Set(keys.map { "\($0.partition)/\($0.label ?? "")" })
         == [
@@ -61,17 +61,46 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
     }
   }
 
+  @Test func theRootStateRowLetsOnlyTheVaultRewriteItsSlots() throws {
+    let rows = AttributePolicy.table.filter { $0.kind == .data }
+    #expect(rows.map(\.description) == ["custody/custos.root (CKO_DATA)"])
+    let row = try #require(rows.first)
+    #expect(row.cardinality == .exactly(2))
+    let expected = row.expectations
+    #expect(expected[.token] == .equals(.token(true)))
+    #expect(expected[.private] == .equals(.private(true)))
+    #expect(expected[.copyable] == .equals(.copyable(false)))
+    #expect(expected[.application] == .equals(.application("custos.root")))
+    // The two departures from the baseline, each with its reason: commits rewrite a slot's
+    // label, and a torn slot is destroyed and written afresh.
+    #expect(Set(row.exceptions.map(\.attribute)) == [.modifiable(true), .destroyable(true)])
+    #expect(row.exceptions.allSatisfy { $0.reason.count > 20 })
+    for type: AttributeType in [.sensitive, .extractable, .derive, .sign, .encrypt] {
+      #expect(expected[type] == .absent, "\(type)")
+    }
+  }
+
   @Test func everyKeyGeneratedFromTheTableMatchesItExactly() throws {
     let (directory, device) = try policyDevice()
     _ = directory
     for partition in ["custody", "admin"] {
       let session = try userSession(device, partition)
-      for label in Set(AttributePolicy.rows(partition: partition).compactMap(\.label)).sorted() {
+      let rows = AttributePolicy.rows(partition: partition)
+      for label in Set(rows.filter { $0.kind != .data }.compactMap(\.label)).sorted() {
         _ = try AttributePolicy.generateKey(label, partition: partition, session: session)
+      }
+      // Data rows (the root state's slots) are written by the vault; here from the row's template.
+      var expectedObjects = 0
+      for row in rows {
+        guard case .exactly(let count) = row.cardinality else { continue }
+        expectedObjects += count
+        if row.kind == .data {
+          for _ in 0..<count { _ = try session.createObject(row.template) }
+        }
       }
       let report = try AttributePolicy.audit(partition: partition, session: session)
       #expect(report.findings.map(\.description) == [])
-      #expect(report.objects.count == AttributePolicy.rows(partition: partition).count)
+      #expect(report.objects.count == expectedObjects)
       // Every audited attribute was read of every object.
       for object in report.objects {
         #expect(object.readings.count == AttributePolicy.auditedAttributes.count)
