@@ -11,7 +11,9 @@ struct Custos: AsyncParsableCommand {
       Devices are directories holding one SoftHSM token per partition. The module comes from
       CUSTOS_PKCS11_MODULE (default \(defaultModulePath)).
       """,
-    subcommands: [DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, Doctor.self])
+    subcommands: [
+      DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, LockdownCommand.self, Doctor.self,
+    ])
 }
 
 let defaultModulePath = "/usr/lib/softhsm/libsofthsm2.so"

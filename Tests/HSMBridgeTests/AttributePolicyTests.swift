@@ -6,13 +6,8 @@ import Testing
 
 /// A device with the custody and admin partitions and their real allow-lists.
 private func policyDevice() throws -> (TemporaryDirectory, Device) {
-  let directory = try TemporaryDirectory()
-  let device = try Device.create(
-    at: directory.appending("device"), name: "policy",
-    partitions: ["custody", "admin"].map {
-      PartitionSetup(name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user))
-    }, logger: testLogger)
-  return (directory, device)
+  let test = try TestDevice(partitions: ["custody", "admin"], name: "policy", ownAllowLists: true)
+  return (test.directory, test.device)
 }
 
 private func userSession(_ device: Device, _ partition: String) throws -> Session {

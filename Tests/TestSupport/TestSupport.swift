@@ -33,21 +33,37 @@ public let testLogger: Logger = {
   return logger
 }()
 
-/// A fresh device with the named partitions (default allow-list), in its own temporary
-/// directory.
+/// A fresh device with the named partitions, in its own temporary directory, with the test
+/// PINs on every partition.
 public struct TestDevice {
   public let directory: TemporaryDirectory
   public let device: Device
 
-  public init(partitions: [String] = ["scratch"], name: String = "test") throws {
+  /// - Parameter ownAllowLists: give each partition the allow-list of its name
+  ///   (`softhsm/custody.mechanisms`, ...) instead of the `default` profile.
+  public init(partitions: [String] = ["scratch"], name: String = "test", ownAllowLists: Bool = false) throws {
     directory = try TemporaryDirectory()
     device = try Device.create(
       at: directory.appending("device"), name: name,
       partitions: partitions.map {
         PartitionSetup(
           name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user),
-          allowList: MechanismAllowList.profile("default"))
+          allowList: ownAllowLists ? nil : MechanismAllowList.profile("default"))
       }, logger: testLogger)
+  }
+
+  /// The test PINs of every partition, as an activation would give them.
+  public var activation: DeviceActivation {
+    DeviceActivation(
+      partitions: Dictionary(
+        uniqueKeysWithValues: device.manifest.partitions.map {
+          (
+            $0.name,
+            PartitionPINs(
+              partition: $0.name, securityOfficer: SecretBytes(utf8: TestPINs.so),
+              user: SecretBytes(utf8: TestPINs.user))
+          )
+        }), holders: [])
   }
 
   /// A read-write session logged in as the user.
