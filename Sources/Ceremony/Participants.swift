@@ -227,7 +227,8 @@ extension Participants {
       guard holder.password == nil && holder.unsealPassword == nil else {
         throw CeremonyError(
           .participantsInvalid,
-          "\(path) holds a password for \(name): passwords belong in a participants file only for rehearsals (--rehearsal)")
+          "\(path) holds a password for \(name): passwords belong in a participants file only for rehearsals (--rehearsal)"
+        )
       }
       return UnsealShare(
         path: holder.share, password: try TerminalInput.secret("\(name), the password of your share file"))

@@ -29,7 +29,9 @@ struct LockdownCommand: AsyncParsableCommand {
 
     @Option(
       name: .customLong("holder"),
-      help: "An unseal key holder who unseals (repeatable; default: the first of the file in a rehearsal, asked otherwise).")
+      help:
+        "An unseal key holder who unseals (repeatable; default: the first of the file in a rehearsal, asked otherwise)."
+    )
     var holders: [String] = []
 
     /// Opens (and locks) the device and activates it with the quorum's shares.

@@ -27,7 +27,11 @@ extension RehearsalTests {
     @Test func theAuditPassesOnADeviceFreshFromTheRehearsal() throws {
       let (shared, device, activation) = try activated()
       // Object files of both partitions (SoftHSM rewrites token.object at each login).
-      let objects = { try snapshot(device.directory + "/partitions").filter { $0.key.hasSuffix(".object") && !$0.key.hasSuffix("/token.object") } }
+      let objects = {
+        try snapshot(device.directory + "/partitions").filter {
+          $0.key.hasSuffix(".object") && !$0.key.hasSuffix("/token.object")
+        }
+      }
       let before = try objects()
       let report = try LockdownAudit(device: device, activation: activation, logger: testLogger).run()
       #expect(report.failures.map(\.name) == [])
@@ -41,12 +45,14 @@ extension RehearsalTests {
           "admin/custos.codesign (CKO_PUBLIC_KEY)", "admin/custos.attest (CKO_PRIVATE_KEY)",
           "admin/custos.attest (CKO_PUBLIC_KEY)",
         ])
-      #expect(Set(report.checks.filter { $0.layer == .attack }.map(\.check)) == Set(LockdownCatalogue.builtIn.map(\.id)))
+      #expect(
+        Set(report.checks.filter { $0.layer == .attack }.map(\.check)) == Set(LockdownCatalogue.builtIn.map(\.id)))
       // The documented holes on the real device: derivation from the three custody keys, and
       // the trusted-key import with both PINs (on the snapshot) for master and sync.
-      #expect(report.checks.filter { $0.check == "derive.extractable" }.map(\.subject).sorted() == [
-        "custos.audit (CKO_SECRET_KEY)", "custos.master (CKO_SECRET_KEY)", "custos.sync (CKO_SECRET_KEY)",
-      ])
+      #expect(
+        report.checks.filter { $0.check == "derive.extractable" }.map(\.subject).sorted() == [
+          "custos.audit (CKO_SECRET_KEY)", "custos.master (CKO_SECRET_KEY)", "custos.sync (CKO_SECRET_KEY)",
+        ])
       let imported = report.checks.filter { $0.check == "trusted-import" }
       #expect(imported.map(\.subject).sorted() == ["custos.master (CKO_SECRET_KEY)", "custos.sync (CKO_SECRET_KEY)"])
       #expect(imported.allSatisfy { $0.onSnapshot && $0.observed.contains("gave it in clear (32 bytes)") })
@@ -174,14 +180,16 @@ extension RehearsalTests {
         _ = try TesterTool.run(["true"], device: device, partition: "vault", pins: pins, logger: testLogger)
       }
       do {
-        _ = try TesterTool.run(["custos-no-such-tool"], device: device, partition: "custody", pins: pins, logger: testLogger)
+        _ = try TesterTool.run(
+          ["custos-no-such-tool"], device: device, partition: "custody", pins: pins, logger: testLogger)
         Issue.record("a missing tool started")
       } catch let error as HSMBridgeError {
         #expect(error.code == .toolFailed)
         #expect(error.reason == "cannot start custos-no-such-tool: No such file or directory")
       }
       // A wrong PIN is refused before anything starts.
-      let wrong = PartitionPINs(partition: "custody", securityOfficer: pins.securityOfficer, user: SecretBytes(utf8: "0000"))
+      let wrong = PartitionPINs(
+        partition: "custody", securityOfficer: pins.securityOfficer, user: SecretBytes(utf8: "0000"))
       #expect(throws: PKCS11Error(code: .pinIncorrect, function: "C_Login")) {
         _ = try TesterTool.run(["true"], device: device, partition: "custody", pins: wrong, logger: testLogger)
       }
@@ -215,16 +223,22 @@ extension RehearsalTests {
       #expect(failing.status == 1)
       #expect(
         failing.output.contains(
-          "FAILED tester.derive-audit custody/custos.audit (CKO_SECRET_KEY) [CKM_AES_ECB_ENCRYPT_DATA]: C_DeriveKey made"))
+          "FAILED tester.derive-audit custody/custos.audit (CKO_SECRET_KEY) [CKM_AES_ECB_ENCRYPT_DATA]: C_DeriveKey made"
+        ))
 
       let list = try runProcess(custos, ["lockdown", "list", "--attacks", attacks])
       #expect(list.status == 0)
       for attack in LockdownCatalogue.builtIn { #expect(list.output.contains("\(attack.id)  \(attack.title)")) }
       #expect(list.output.contains("tester.derive-audit  Derive from the audit key, expected refused  [\(attacks)]"))
 
-      let exec = try runProcess(custos, ["lockdown", "exec"] + quorum + ["--partition", "admin", "--", "sh", "-c", #"test "$PKCS11_TOKEN_LABEL" = admin && exit 5"#])
+      let exec = try runProcess(
+        custos,
+        ["lockdown", "exec"] + quorum + [
+          "--partition", "admin", "--", "sh", "-c", #"test "$PKCS11_TOKEN_LABEL" = admin && exit 5"#,
+        ])
       #expect(exec.status == 5)
-      let wrongHolder = try runProcess(custos, ["lockdown", "audit"] + quorum + ["--holder", "frank", "--holder", "mallory"])
+      let wrongHolder = try runProcess(
+        custos, ["lockdown", "audit"] + quorum + ["--holder", "frank", "--holder", "mallory"])
       #expect(wrongHolder.status != 0)
       #expect(wrongHolder.error.contains("has no unseal key holder 'mallory'"))
     }
@@ -236,14 +250,17 @@ private func custosExecutable() -> String? {
   let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "custos"
   ).path
-  for path in [besideTests, repositoryRoot + "/.build/debug/custos"] where FileManager.default.isExecutableFile(atPath: path) {
+  for path in [besideTests, repositoryRoot + "/.build/debug/custos"]
+  where FileManager.default.isExecutableFile(atPath: path) {
     return path
   }
   return nil
 }
 
 /// Runs `executable` to completion; its status, standard output and standard error.
-private func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+private func runProcess(
+  _ executable: String, _ arguments: [String]
+) throws -> (status: Int32, output: String, error: String) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments

@@ -67,7 +67,10 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
     // Every layer ran: policy rows for all seven objects, attacks, and the file system.
     #expect(report.checks.filter { $0.check == "policy" }.count == 7)
     #expect(Set(report.checks.map(\.layer)) == [.policy, .attack, .fileSystem])
-    #expect(Set(report.checks.filter { $0.layer == .fileSystem }.map(\.check)) == ["fs.permissions", "fs.plaintext", "fs.pins"])
+    #expect(
+      Set(report.checks.filter { $0.layer == .fileSystem }.map(\.check)) == [
+        "fs.permissions", "fs.plaintext", "fs.pins",
+      ])
     // Every built-in attack ran at least once somewhere.
     #expect(Set(report.checks.filter { $0.layer == .attack }.map(\.check)) == Set(LockdownCatalogue.builtIn.map(\.id)))
     // Destructive attacks ran only on the snapshot, everything else only on the device.
@@ -177,12 +180,13 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
     let report = try LockdownAudit(device: test.device, activation: test.activation, attacks: mine, logger: testLogger)
       .run()
     let checks = report.checks.filter { $0.layer == .attack }
-    #expect(checks.map(\.name).sorted() == [
-      "tester.cbc-master custody/custos.master (CKO_SECRET_KEY) [CKM_AES_CBC]",
-      "tester.label-off admin/custos.attest (CKO_PRIVATE_KEY) [CKA_SIGN=false]",
-      "tester.label-off admin/custos.codesign (CKO_PRIVATE_KEY) [CKA_SIGN=false]",
-      "tester.wrong-expectation custody/custos.audit (CKO_SECRET_KEY)",
-    ])
+    #expect(
+      checks.map(\.name).sorted() == [
+        "tester.cbc-master custody/custos.master (CKO_SECRET_KEY) [CKM_AES_CBC]",
+        "tester.label-off admin/custos.attest (CKO_PRIVATE_KEY) [CKA_SIGN=false]",
+        "tester.label-off admin/custos.codesign (CKO_PRIVATE_KEY) [CKA_SIGN=false]",
+        "tester.wrong-expectation custody/custos.audit (CKO_SECRET_KEY)",
+      ])
     // SoftHSM checks the usage flag before the allow-list.
     #expect(checks.first { $0.check == "tester.cbc-master" }?.code == "CKR_KEY_FUNCTION_NOT_PERMITTED")
     #expect(report.failures.map(\.name) == ["tester.wrong-expectation custody/custos.audit (CKO_SECRET_KEY)"])
@@ -193,8 +197,8 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
     func error(_ attack: String, top: String? = nil) -> String? {
       let text =
         top ?? """
-        {"format": "custos-lockdown-attacks", "version": 1, "attacks": [\(attack)]}
-        """
+          {"format": "custos-lockdown-attacks", "version": 1, "attacks": [\(attack)]}
+          """
       do {
         _ = try LockdownCatalogue.parse(Data(text.utf8), path: "mine.json")
         return nil
@@ -206,12 +210,16 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
       }
     }
     let good = #""id": "t.x", "title": "a title", "tries": "something", "why": "a reason""#
-    #expect(error("{\(good), \"operation\": \"read-value\", \"expect\": {\"refused\": [\"CKR_ATTRIBUTE_SENSITIVE\"]}}") == nil)
+    #expect(
+      error("{\(good), \"operation\": \"read-value\", \"expect\": {\"refused\": [\"CKR_ATTRIBUTE_SENSITIVE\"]}}") == nil
+    )
     #expect(
       error("{\(good), \"operation\": \"steal\", \"expect\": {\"refused\": [\"CKR_OK\"]}}")?
         .hasPrefix("mine.json: attack 't.x': 'operation' must be one of read-value, ") == true)
     #expect(
-      error("{\(good), \"operation\": \"encrypt-init\", \"mechanism\": \"CKM_NOPE\", \"expect\": {\"refused\": [\"CKR_OK\"]}}")
+      error(
+        "{\(good), \"operation\": \"encrypt-init\", \"mechanism\": \"CKM_NOPE\", \"expect\": {\"refused\": [\"CKR_OK\"]}}"
+      )
         == "mine.json: attack 't.x': unknown mechanism 'CKM_NOPE'")
     #expect(
       error("{\(good), \"operation\": \"read-value\", \"expect\": {\"refused\": [\"CKR_NOPE\"]}}")
@@ -221,7 +229,9 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
       error("{\(good), \"operation\": \"copy\", \"expect\": {\"refused\": [\"CKR_OK\"]}}")
         == "mine.json: attack 't.x': 'copy' needs 'attributes'")
     #expect(
-      error("{\(good), \"operation\": \"copy\", \"attributes\": {\"CKA_LABEL\": true}, \"expect\": {\"refused\": [\"CKR_OK\"]}}")
+      error(
+        "{\(good), \"operation\": \"copy\", \"attributes\": {\"CKA_LABEL\": true}, \"expect\": {\"refused\": [\"CKR_OK\"]}}"
+      )
         == "mine.json: attack 't.x': 'attributes': CKA_LABEL must be a boolean CKA_ attribute with true or false")
     #expect(
       error("{\(good), \"operation\": \"read-value\", \"colour\": 1, \"expect\": {\"refused\": [\"CKR_OK\"]}}")
@@ -243,7 +253,8 @@ private func replacing(_ template: [Attribute], with attributes: [Attribute]) ->
     try FileManager.default.createDirectory(atPath: directory.appending("a/b"), withIntermediateDirectories: true)
     try Data([1, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x11, 0x22, 0x33, 9]).write(
       to: URL(fileURLWithPath: directory.appending("a/raw.object")))
-    try Data("prefix DEADBEEF00112233 suffix".utf8).write(to: URL(fileURLWithPath: directory.appending("a/b/upper.txt")))
+    try Data("prefix DEADBEEF00112233 suffix".utf8).write(
+      to: URL(fileURLWithPath: directory.appending("a/b/upper.txt")))
     try Data("deadbeef0011223".utf8).write(to: URL(fileURLWithPath: directory.appending("near-miss.txt")))
     let found = PlaintextScan.find(PlaintextScan.needles("v", value), under: directory.path)
     #expect(found.map { "\($0.file): \($0.needle)" }.sorted() == ["a/b/upper.txt: v (HEX)", "a/raw.object: v"])

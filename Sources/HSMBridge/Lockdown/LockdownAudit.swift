@@ -147,7 +147,8 @@ public final class LockdownAudit {
         observed: "could not create the known keys: \(error)", verdict: .fail, onSnapshot: false)
     }
     let store = scratch.tokenDirectory(ofPartition: "scratch")
-    let secrets = PlaintextScan.needles("the AES key's value", aesValue)
+    let secrets =
+      PlaintextScan.needles("the AES key's value", aesValue)
       + PlaintextScan.needles("the EC private key's value", ecScalar)
     let leaks = PlaintextScan.find(secrets, under: store)
     let controlFound = !PlaintextScan.find([PlaintextScan.Needle(name: "control", bytes: control)], under: store)
@@ -176,7 +177,8 @@ public final class LockdownAudit {
       layer: .fileSystem, check: "fs.pins", subject: device.directory,
       expected: "no partition PIN in any file of the device directory",
       observed: found.isEmpty
-        ? "none of the \(needles.count) PINs found" : "found " + found.map { "\($0.needle) in \($0.file)" }.joined(separator: "; "),
+        ? "none of the \(needles.count) PINs found"
+        : "found " + found.map { "\($0.needle) in \($0.file)" }.joined(separator: "; "),
       verdict: found.isEmpty ? .pass : .fail, onSnapshot: false)
   }
 }
@@ -334,7 +336,9 @@ final class PartitionAttackRun {
     case .rsa:
       let pair = try session.generateKeyPair(
         .rsaPKCSKeyPairGen,
-        publicKey: [.token(false), .modulusBits(2048), .publicExponent([1, 0, 1]), .encrypt(true), .verify(true), .wrap(true)],
+        publicKey: [
+          .token(false), .modulusBits(2048), .publicExponent([1, 0, 1]), .encrypt(true), .verify(true), .wrap(true),
+        ],
         privateKey: [
           .token(false), .sensitive(false), .extractable(true), .decrypt(true), .sign(true), .unwrap(true),
         ])
@@ -581,7 +585,9 @@ final class PartitionAttackRun {
       }
       let reason = row.exceptions.first { $0.attribute.type == usage }?.reason ?? "the table grants \(usage)"
       if let mitigation {
-        return (.permitted("not blocked by the token (the policy grants \(usage))"), "\(mitigation) (policy: \(reason))")
+        return (
+          .permitted("not blocked by the token (the policy grants \(usage))"), "\(mitigation) (policy: \(reason))"
+        )
       }
       return (.permitted("permitted: the policy grants \(usage)"), reason)
     }
@@ -613,7 +619,8 @@ final class PartitionAttackRun {
           return .couldNotRun("no attacker key is known for \(mechanism!.name)")
         }
         let wrapping = try attackerKey(kind).encrypting
-        return wrapOut(key, under: wrapping, mechanism!, session: session, after: nil, what: "the attacker's \(kind.rawValue) key")
+        return wrapOut(
+          key, under: wrapping, mechanism!, session: session, after: nil, what: "the attacker's \(kind.rawValue) key")
       case .derive:
         return derive(from: key, mechanism!, session: session)
       case .setAttributes:
@@ -716,7 +723,9 @@ final class PartitionAttackRun {
     return .succeeded("C_DeriveKey made a session key with the attacker's template (its value stayed unreadable)")
   }
 
-  private func clulowWrapDecrypt(_ key: ObjectHandle, _ mechanism: MechanismType, session: Session)
+  private func clulowWrapDecrypt(
+    _ key: ObjectHandle, _ mechanism: MechanismType, session: Session
+  )
     -> AttackObservation
   {
     let kind = AttackMechanisms.uses[mechanism]!.key!
@@ -744,7 +753,9 @@ final class PartitionAttackRun {
     }
   }
 
-  private func clulowEncryptUnwrap(_ key: ObjectHandle, _ mechanism: MechanismType, session: Session)
+  private func clulowEncryptUnwrap(
+    _ key: ObjectHandle, _ mechanism: MechanismType, session: Session
+  )
     -> AttackObservation
   {
     guard let wrapMechanism = aesWrapMechanism, let kind = AttackMechanisms.uses[mechanism]?.key else {
@@ -958,7 +969,8 @@ final class PartitionAttackRun {
         var wrapped = try session.wrapKey(instance, wrappingKey: attacker.encrypting, key: payloadKey!)
         SecretBytes.zero(&wrapped)
       default:
-        let derived = try session.deriveKey(instance, baseKey: attacker.decrypting, AttackMechanisms.extractableDerivedKey)
+        let derived = try session.deriveKey(
+          instance, baseKey: attacker.decrypting, AttackMechanisms.extractableDerivedKey)
         try? session.destroyObject(derived)
       }
       return .succeeded("\(call) accepted \(mechanism.name)")
@@ -975,7 +987,8 @@ final class PartitionAttackRun {
       var made = [ObjectHandle]()
       switch mechanism {
       case .aesKeyGen:
-        made.append(try session.generateKey(.aesKeyGen, [.class(.secretKey), .keyType(.aes), .valueLength(32), .token(false)]))
+        made.append(
+          try session.generateKey(.aesKeyGen, [.class(.secretKey), .keyType(.aes), .valueLength(32), .token(false)]))
       case .genericSecretKeyGen:
         made.append(
           try session.generateKey(

@@ -62,7 +62,8 @@ public enum LockdownCatalogue {
       id: "wrap.trusted-only", title: "Export a wrap-with-trusted key under an untrusted key",
       tries: "C_WrapKey of every key the policy makes CKA_WRAP_WITH_TRUSTED under an attacker-made (untrusted) key",
       why: "CKA_WRAP_WITH_TRUSTED true: the token wraps the key only under a key with CKA_TRUSTED true",
-      operation: .wrap, target: AttackTarget(policy: [.wrapWithTrusted: true]), expectation: .refused([.keyNotWrappable])),
+      operation: .wrap, target: AttackTarget(policy: [.wrapWithTrusted: true]),
+      expectation: .refused([.keyNotWrappable])),
     LockdownAttack(
       id: "clulow.wrap-decrypt", title: "Clulow: wrap under an attacker key, then decrypt",
       tries:
@@ -142,13 +143,15 @@ public enum LockdownCatalogue {
       mechanism: .eachOutsideAllowList, expectation: .refused([.mechanismInvalid])),
     LockdownAttack(
       id: "allow-list.public-encrypt", title: "Encrypt under a public key with a mechanism outside the allow-list",
-      tries: "C_EncryptInit with the public half of an attacker-made RSA key pair, with each RSA encryption mechanism the allow-list leaves out",
+      tries:
+        "C_EncryptInit with the public half of an attacker-made RSA key pair, with each RSA encryption mechanism the allow-list leaves out",
       why: "measured: SoftHSM 2.6.1 does not apply slots.mechanisms to encryption with a public key",
       operation: .publicEncryptOutsideAllowList, mechanism: .eachOutsideAllowList,
       expectation: .notBlocked(mitigation: publicKeyMitigation)),
     LockdownAttack(
       id: "allow-list.generate", title: "Generate a key with a mechanism outside the allow-list",
-      tries: "C_GenerateKey/C_GenerateKeyPair of a session key with each generation mechanism the allow-list leaves out",
+      tries:
+        "C_GenerateKey/C_GenerateKeyPair of a session key with each generation mechanism the allow-list leaves out",
       why: "SoftHSM does not apply slots.mechanisms to key generation", operation: .generate,
       mechanism: .eachOutsideAllowList, expectation: .notBlocked(mitigation: allowListMitigation)),
     LockdownAttack(
@@ -194,7 +197,8 @@ public enum LockdownCatalogue {
   }
 
   /// Parses an attacks file's bytes (see `load(file:)`).
-  public static func parse(_ data: Data, path: String, existing: [LockdownAttack] = builtIn) throws -> [LockdownAttack] {
+  public static func parse(_ data: Data, path: String, existing: [LockdownAttack] = builtIn) throws -> [LockdownAttack]
+  {
     func fail(_ reason: String) -> HSMBridgeError { HSMBridgeError(.attacksInvalid, "\(path): \(reason)") }
     guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
       throw fail("not a JSON object")
@@ -253,7 +257,9 @@ public enum LockdownCatalogue {
         ? .eachOutsideAllowList : .eachOffered
     }
     guard takesMechanism.contains(operation) else { throw bad("'\(operation)' takes no 'mechanism'") }
-    guard let text = value as? String else { throw bad("'mechanism' must be a CKM_ name, each or each-outside-allow-list") }
+    guard let text = value as? String else {
+      throw bad("'mechanism' must be a CKM_ name, each or each-outside-allow-list")
+    }
     switch text {
     case "each":
       guard operation.usage != nil || [.clulowWrapDecrypt, .clulowEncryptUnwrap, .trustedImport].contains(operation)
@@ -298,7 +304,9 @@ public enum LockdownCatalogue {
     guard let value else { return AttackTarget() }
     guard let map = value as? [String: Any] else { throw bad("'target' must be an object") }
     let unknown = Set(map.keys).subtracting(["partition", "label", "class", "policy"])
-    guard unknown.isEmpty else { throw bad("'target' has unknown field(s) \(unknown.sorted().joined(separator: ", "))") }
+    guard unknown.isEmpty else {
+      throw bad("'target' has unknown field(s) \(unknown.sorted().joined(separator: ", "))")
+    }
     var target = AttackTarget()
     if let partition = map["partition"] {
       guard let text = partition as? String else { throw bad("'target.partition' must be a string") }
@@ -319,7 +327,8 @@ public enum LockdownCatalogue {
     if let policy = map["policy"] {
       guard let filter = policy as? [String: Any] else { throw bad("'target.policy' must map CKA_ names to booleans") }
       for (name, flag) in filter {
-        guard let type = AttributeType(name: name), let bool = flag as? Bool, Attribute.boolean(type, bool) != nil else {
+        guard let type = AttributeType(name: name), let bool = flag as? Bool, Attribute.boolean(type, bool) != nil
+        else {
           throw bad("'target.policy': \(name) must be a boolean CKA_ attribute with true or false")
         }
         target.policy[type] = bool
@@ -330,10 +339,15 @@ public enum LockdownCatalogue {
 
   private static func parseExpectation(_ value: Any?, bad: (String) -> HSMBridgeError) throws -> AttackExpectation {
     guard let map = value as? [String: Any] else {
-      throw bad("'expect' must be {\"refused\": [CKR names]}, {\"not-blocked\": \"mitigation\"} or {\"nothing-visible\": true}")
+      throw bad(
+        "'expect' must be {\"refused\": [CKR names]}, {\"not-blocked\": \"mitigation\"} or {\"nothing-visible\": true}")
     }
-    let unknown = Set(map.keys).subtracting(["refused", "not-blocked", "nothing-visible", "unless-policy-grants", "mitigation"])
-    guard unknown.isEmpty else { throw bad("'expect' has unknown field(s) \(unknown.sorted().joined(separator: ", "))") }
+    let unknown = Set(map.keys).subtracting([
+      "refused", "not-blocked", "nothing-visible", "unless-policy-grants", "mitigation",
+    ])
+    guard unknown.isEmpty else {
+      throw bad("'expect' has unknown field(s) \(unknown.sorted().joined(separator: ", "))")
+    }
     if let mitigation = map["not-blocked"] {
       guard map.count == 1, let text = mitigation as? String, !text.isEmpty else {
         throw bad("'expect.not-blocked' must be the only field, a sentence saying what holds instead")
