@@ -234,7 +234,7 @@ final class PartitionAttackRun {
   /// are found again at the next login.
   private var objectsStale = false
   private var attackerKeys = [AttackerKeyKind: (encrypting: ObjectHandle, decrypting: ObjectHandle)]()
-  private var payloadKey: ObjectHandle?
+  private var payloadHandle: ObjectHandle?
   private(set) var notApplicable = [String]()
   private var checks = [LockdownCheck]()
 
@@ -306,7 +306,7 @@ final class PartitionAttackRun {
     try? session?.close()
     session = nil
     attackerKeys = [:]
-    payloadKey = nil
+    payloadHandle = nil
   }
 
   /// A key the attacker makes for `kind` (a session object with every usage): the half that
@@ -613,7 +613,14 @@ final class PartitionAttackRun {
           return .succeeded("C_GetAttributeValue returned the value in clear (\(attribute.encoded.count) bytes)")
         }
       case .encryptInit, .decryptInit, .signInit, .verifyInit:
-        return use(operation, mechanism!, key: key, session: session)
+        let call =
+          switch operation {
+          case .encryptInit: "C_EncryptInit"
+          case .decryptInit: "C_DecryptInit"
+          case .signInit: "C_SignInit"
+          default: "C_VerifyInit"
+          }
+        return attempt(call, mechanism!, encrypting: key, decrypting: key, session: session)
       case .wrap:
         guard let kind = AttackMechanisms.uses[mechanism!]?.key else {
           return .couldNotRun("no attacker key is known for \(mechanism!.name)")
@@ -650,41 +657,58 @@ final class PartitionAttackRun {
     }
   }
 
-  /// `C_xxxInit` with the key; the init call's refusal is the observation, anything after it
-  /// means the key was accepted.
-  private func use(
-    _ operation: AttackOperation, _ mechanism: MechanismType, key: ObjectHandle, session: Session
+  /// One key-using call with `mechanism`, completed with harmless data: `C_EncryptInit`,
+  /// `C_VerifyInit` and `C_WrapKey` (of a throw-away key) with `encrypting`; `C_DecryptInit`,
+  /// `C_SignInit` and `C_DeriveKey` with `decrypting` (the same key for a secret key). The
+  /// call's own refusal is the observation; a failure after it means the key was accepted.
+  private func attempt(
+    _ call: String, _ mechanism: MechanismType, encrypting: ObjectHandle, decrypting: ObjectHandle, session: Session
   ) -> AttackObservation {
     let instance = AttackMechanisms.instance(mechanism)
     let data = [UInt8](repeating: 0x42, count: 32)
-    let initCall: String =
-      switch operation {
-      case .encryptInit: "C_EncryptInit"
-      case .decryptInit: "C_DecryptInit"
-      case .signInit: "C_SignInit"
-      default: "C_VerifyInit"
-      }
+    let payload: ObjectHandle?
+    do { payload = call == "C_WrapKey" ? try payloadKey(session) : nil } catch {
+      return .couldNotRun("making a key to wrap: \(error)")
+    }
     do {
-      switch operation {
-      case .encryptInit:
-        let output = try session.encrypt(instance, key: key, data)
-        return .succeeded("C_EncryptInit accepted the key; C_Encrypt gave \(output.count) bytes")
-      case .decryptInit:
-        let output = try session.decryptSecret(instance, key: key, [UInt8](repeating: 0, count: 256))
-        return .succeeded("C_DecryptInit accepted the key; C_Decrypt gave \(output.count) bytes")
-      case .signInit:
-        let signature = try session.sign(instance, key: key, data)
-        return .succeeded("C_SignInit accepted the key; C_Sign gave a \(signature.count)-byte signature")
+      let detail: String
+      switch call {
+      case "C_EncryptInit":
+        detail = "C_Encrypt gave \(try session.encrypt(instance, key: encrypting, data).count) bytes"
+      case "C_DecryptInit":
+        let clear = try session.decryptSecret(instance, key: decrypting, [UInt8](repeating: 0, count: 256))
+        detail = "C_Decrypt gave \(clear.count) bytes"
+      case "C_SignInit":
+        detail = "C_Sign gave a \(try session.sign(instance, key: decrypting, data).count)-byte signature"
+      case "C_VerifyInit":
+        let valid = try session.verify(instance, key: encrypting, data, signature: [UInt8](repeating: 0, count: 64))
+        detail = "C_Verify said \(valid ? "valid" : "invalid")"
+      case "C_WrapKey":
+        var wrapped = try session.wrapKey(instance, wrappingKey: encrypting, key: payload!)
+        SecretBytes.zero(&wrapped)
+        detail = "it wrapped a key"
       default:
-        let valid = try session.verify(instance, key: key, data, signature: [UInt8](repeating: 0, count: 64))
-        return .succeeded("C_VerifyInit accepted the key (C_Verify said \(valid ? "valid" : "invalid"))")
+        let derived = try session.deriveKey(instance, baseKey: decrypting, AttackMechanisms.extractableDerivedKey)
+        try? session.destroyObject(derived)
+        detail = "it derived a key"
       }
+      return .succeeded("\(call) accepted the key with \(mechanism.name); \(detail)")
     } catch let error as PKCS11Error {
-      if error.function == initCall { return .refused(error, after: nil) }
-      return .succeeded("\(initCall) accepted the key (then \(error.function) returned \(error.code.name))")
+      if error.function == call { return .refused(error, after: nil) }
+      return .succeeded(
+        "\(call) accepted the key with \(mechanism.name) (then \(error.function) returned \(error.code.name))")
     } catch {
       return .couldNotRun("\(error)")
     }
+  }
+
+  /// An extractable session key for attacks that need something to wrap.
+  private func payloadKey(_ session: Session) throws -> ObjectHandle {
+    if let payloadHandle { return payloadHandle }
+    let made = try session.generateKey(
+      .aesKeyGen, [.class(.secretKey), .keyType(.aes), .valueLength(32), .token(false), .extractable(true)])
+    payloadHandle = made
+    return made
   }
 
   /// `C_WrapKey` of `key` under `wrapping`: a refusal, or the key out of the token.
@@ -949,35 +973,8 @@ final class PartitionAttackRun {
     }
     let session = try userSession()
     let attacker = try attackerKey(kind)
-    let instance = AttackMechanisms.instance(mechanism)
-    let data = [UInt8](repeating: 0x42, count: 32)
-    do {
-      switch call {
-      case "C_EncryptInit":
-        _ = try session.encrypt(instance, key: attacker.encrypting, data)
-      case "C_DecryptInit":
-        _ = try session.decryptSecret(instance, key: attacker.decrypting, [UInt8](repeating: 0, count: 256))
-      case "C_SignInit":
-        _ = try session.sign(instance, key: attacker.decrypting, data)
-      case "C_VerifyInit":
-        _ = try session.verify(instance, key: attacker.encrypting, data, signature: [UInt8](repeating: 0, count: 64))
-      case "C_WrapKey":
-        if payloadKey == nil {
-          payloadKey = try session.generateKey(
-            .aesKeyGen, [.class(.secretKey), .keyType(.aes), .valueLength(32), .token(false), .extractable(true)])
-        }
-        var wrapped = try session.wrapKey(instance, wrappingKey: attacker.encrypting, key: payloadKey!)
-        SecretBytes.zero(&wrapped)
-      default:
-        let derived = try session.deriveKey(
-          instance, baseKey: attacker.decrypting, AttackMechanisms.extractableDerivedKey)
-        try? session.destroyObject(derived)
-      }
-      return .succeeded("\(call) accepted \(mechanism.name)")
-    } catch let error as PKCS11Error {
-      if error.function == call { return .refused(error, after: nil) }
-      return .succeeded("\(call) accepted \(mechanism.name) (then \(error.function) returned \(error.code.name))")
-    }
+    return attempt(
+      call, mechanism, encrypting: attacker.encrypting, decrypting: attacker.decrypting, session: session)
   }
 
   /// A session key or key pair generated with `mechanism`.
