@@ -202,6 +202,13 @@ extension Participants {
   /// With no names, a rehearsal takes the first `threshold` holders of the file, and a real run
   /// asks on the terminal who is present.
   public func unsealShares(holders names: [String], threshold: Int, rehearsal: Bool) throws -> [UnsealShare] {
+    let withPasswords = holders.filter { $0.password != nil || $0.unsealPassword != nil }.map(\.name)
+    guard rehearsal || withPasswords.isEmpty else {
+      throw CeremonyError(
+        .participantsInvalid,
+        "\(path) holds passwords (\(withPasswords.joined(separator: ", "))): they belong in a participants file only for rehearsals (--rehearsal); a real unseal asks each holder"
+      )
+    }
     var chosen = names
     if chosen.isEmpty {
       if rehearsal {
@@ -223,12 +230,6 @@ extension Participants {
           throw CeremonyError(.participantsInvalid, "\(path) gives no password for \(name), which a rehearsal needs")
         }
         return UnsealShare(path: holder.share, password: password)
-      }
-      guard holder.password == nil && holder.unsealPassword == nil else {
-        throw CeremonyError(
-          .participantsInvalid,
-          "\(path) holds a password for \(name): passwords belong in a participants file only for rehearsals (--rehearsal)"
-        )
       }
       return UnsealShare(
         path: holder.share, password: try TerminalInput.secret("\(name), the password of your share file"))

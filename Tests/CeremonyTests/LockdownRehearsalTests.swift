@@ -241,6 +241,10 @@ extension RehearsalTests {
         custos, ["lockdown", "audit"] + quorum + ["--holder", "frank", "--holder", "mallory"])
       #expect(wrongHolder.status != 0)
       #expect(wrongHolder.error.contains("has no unseal key holder 'mallory'"))
+      // Outside a rehearsal, a participants file with passwords is refused before anyone is asked.
+      let real = try runProcess(custos, ["lockdown", "audit"] + quorum.dropLast())
+      #expect(real.status != 0)
+      #expect(real.error.contains("holds passwords (frank, grace, heidi)"))
     }
   }
 }
