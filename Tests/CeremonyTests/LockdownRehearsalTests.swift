@@ -61,25 +61,33 @@ extension RehearsalTests {
       #expect(report.text.contains("\(report.checks.count) checks: \(report.checks.count) passed, 0 failed"))
     }
 
-    @Test func pkcs11ToolAndAPythonScriptSeeTheAttributesTheAuditReports() throws {
-      let (_, device, activation) = try activated()
-      let pins = try activation.pins("custody")
-      let session = try device.partition("custody").openSession(readWrite: false)
-      try session.login(.user, pin: pins.user)
-      let audited = try AttributePolicy.audit(partition: "custody", session: session).objects
-      try session.close()
+    @Test func lockdownExecRunsPkcs11ToolAndAPythonScriptThatSeeTheAttributesTheAuditReports() throws {
+      let shared = try SharedRehearsal.get()
+      // What the audit's policy layer reads of each custody object; the device is let go
+      // before custos opens it.
+      let audited: [AuditedObject] = try {
+        let (_, device, activation) = try activated()
+        let session = try device.partition("custody").openSession(readWrite: false)
+        try session.login(.user, pin: try activation.pins("custody").user)
+        defer { try? session.close() }
+        return try AttributePolicy.audit(partition: "custody", session: session).objects
+      }()
       #expect(audited.count == 3)
-      let output = try TemporaryDirectory("custos-lockdown-exec")
+      let custos = try #require(custosExecutable(), "the custos executable is built beside the tests")
+      let exec = [
+        "lockdown", "exec", "--device", shared.outcome.device, "--participants", shared.rehearsal.participantsPath,
+        "--rehearsal", "--",
+      ]
 
       // OpenSC's pkcs11-tool, with the PIN from the variable (never on its command line).
-      let tool = try TesterTool.run(
-        [
+      let tool = try runProcess(
+        custos,
+        exec + [
           "sh", "-c",
           #"pkcs11-tool --module "$PKCS11_MODULE" --token-label "$PKCS11_TOKEN_LABEL" --login --pin env:PKCS11_PIN --list-objects"#,
-        ], device: device, partition: "custody", pins: pins, standardOutput: output.appending("tool.txt"),
-        standardError: output.appending("tool.err"), logger: testLogger)
-      #expect(tool == 0)
-      let listing = try String(contentsOfFile: output.appending("tool.txt"), encoding: .utf8)
+        ])
+      #expect(tool.status == 0, "\(tool.error)")
+      let listing = tool.output
       var blocks = [String: [String: String]]()
       var current: [String: String]? = nil
       for line in listing.split(separator: "\n").map(String.init) {
@@ -113,16 +121,12 @@ extension RehearsalTests {
           "\(object.label!)")
       }
       // The tool could not read a value either.
-      let warnings = try String(contentsOfFile: output.appending("tool.err"), encoding: .utf8)
-      #expect(warnings.components(separatedBy: "CKR_ATTRIBUTE_SENSITIVE").count - 1 == 3)
+      #expect(tool.error.components(separatedBy: "CKR_ATTRIBUTE_SENSITIVE").count - 1 == 3)
 
       // A python-pkcs11 script.
-      let script = try TesterTool.run(
-        ["python3", repositoryRoot + "/scripts/lockdown-inspect.py"], device: device, partition: "custody", pins: pins,
-        standardOutput: output.appending("python.json"), standardError: output.appending("python.err"),
-        logger: testLogger)
-      #expect(script == 0, "\((try? String(contentsOfFile: output.appending("python.err"), encoding: .utf8)) ?? "")")
-      let data = try Data(contentsOf: URL(fileURLWithPath: output.appending("python.json")))
+      let script = try runProcess(custos, exec + ["python3", repositoryRoot + "/scripts/lockdown-inspect.py"])
+      #expect(script.status == 0, "\(script.error)")
+      let data = Data(script.output.utf8)
       let objects = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
       #expect(objects.count == 3)
       for object in audited {
