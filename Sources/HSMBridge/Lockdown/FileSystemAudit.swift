@@ -46,9 +46,12 @@ public struct DevicePermissions: Hashable, Sendable {
 public enum PlaintextScan {
   /// One byte string to look for, with a name for reports (never the bytes themselves).
   public struct Needle: Sendable {
+    /// What the bytes are, for reports.
     public let name: String
+    /// The bytes searched for.
     public let bytes: SecretBytes
 
+    /// A needle named `name`.
     public init(name: String, bytes: SecretBytes) {
       self.name = name
       self.bytes = bytes

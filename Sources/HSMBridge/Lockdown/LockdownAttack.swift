@@ -15,6 +15,7 @@ public struct LockdownAttack: Hashable, Sendable, CustomStringConvertible {
   public let tries: String
   /// Why it must fail (or, for what the token does not block, what holds instead).
   public let why: String
+  /// The PKCS #11 operation the attack performs.
   public let operation: AttackOperation
   /// The mechanism the operation uses.
   public let mechanism: AttackMechanism
@@ -22,10 +23,13 @@ public struct LockdownAttack: Hashable, Sendable, CustomStringConvertible {
   public let template: AttackTemplate
   /// Which objects (or partitions) the attack runs against.
   public let target: AttackTarget
+  /// The outcome its checks must observe to pass.
   public let expectation: AttackExpectation
   /// Where the attack came from: `built-in` or the file it was read from.
   public let source: String
 
+  /// An attack; the defaults suit an operation run with each mechanism the partition offers,
+  /// against every object of its natural classes.
   public init(
     id: String, title: String, tries: String, why: String, operation: AttackOperation,
     mechanism: AttackMechanism = .eachOffered, template: AttackTemplate = .none, target: AttackTarget = AttackTarget(),
@@ -205,6 +209,7 @@ public struct AttackTarget: Hashable, Sendable, CustomStringConvertible {
   /// `CKA_WRAP_WITH_TRUSTED` true). An object no row covers never matches a non-empty filter.
   public var policy: [AttributeType: Bool]
 
+  /// A selector; every field left empty selects everything.
   public init(
     partition: String? = nil, label: String? = nil, classes: [ObjectClass] = [], policy: [AttributeType: Bool] = [:]
   ) {

@@ -161,8 +161,9 @@ public enum LockdownCatalogue {
       mechanism: .eachOutsideAllowList, expectation: .notBlocked(mitigation: digestMitigation)),
   ]
 
-  /// The first line of every attacks file.
+  /// The `format` every attacks file declares.
   public static let fileFormat = "custos-lockdown-attacks"
+  /// The version of the attacks file format this build reads.
   public static let fileVersion = 1
 
   /// Reads a tester's attacks file (format below); every error names the attack and the field.

@@ -14,10 +14,12 @@ public struct LockdownCheck: Codable, Hashable, Sendable {
     case fileSystem = "file-system"
   }
 
+  /// Whether what was observed meets what was expected.
   public enum Verdict: String, Codable, Hashable, Sendable {
     case pass, fail
   }
 
+  /// The layer the check belongs to.
   public var layer: Layer
   /// The attack's id, `policy`, `allow-list`, or `fs.*`.
   public var check: String
@@ -27,10 +29,13 @@ public struct LockdownCheck: Codable, Hashable, Sendable {
   public var subject: String
   /// The mechanism or attribute of this variant of the attack, if it has variants.
   public var variant: String?
+  /// What must happen, in words (`refused with CKR_ACTION_PROHIBITED`).
   public var expected: String
+  /// What the token or the file system did, in words, with the call that decided it.
   public var observed: String
   /// The `CKR_` code the decisive call returned, when it returned one.
   public var code: String?
+  /// Pass when `observed` meets `expected`.
   public var verdict: Verdict
   /// Whether it ran against the snapshot copy instead of the audited device.
   public var onSnapshot: Bool
@@ -46,8 +51,11 @@ public struct LockdownCheck: Codable, Hashable, Sendable {
 
 /// What a lockdown audit found: every check, whether all passed, and what did not apply.
 public struct LockdownReport: Codable, Sendable {
+  /// The device's name.
   public var device: String
+  /// The device's serial.
   public var serial: String
+  /// The device directory audited.
   public var directory: String
   /// How destructive attacks were kept off the audited device.
   public var snapshot: String
@@ -55,10 +63,12 @@ public struct LockdownReport: Codable, Sendable {
   public var attacks: [String]
   /// Attacks that found nothing to run against on a partition, with why.
   public var notApplicable: [String]
+  /// Every check, in the order run.
   public var checks: [LockdownCheck]
   /// Whether every check met its expectation.
   public var passed: Bool
 
+  /// A report of `checks`; `passed` follows from them.
   public init(
     device: String, serial: String, directory: String, snapshot: String, attacks: [String],
     notApplicable: [String], checks: [LockdownCheck]
