@@ -35,6 +35,11 @@ transcript="$(ls "$device"/transcripts/init-device-*.jsonl)"
 step "activation: two of the three unseal key holders (frank and heidi) unseal the device"
 "$custos" device activate "$device" --rehearsal --participants "$participants" --holder frank --holder heidi
 
+step "lockdown audit: the policy table, every attack of the catalogue run for real, the file system"
+# Unsealed by frank and grace; destructive attacks run against a snapshot copy of the device.
+# Exits non-zero if any expectation fails. (custos lockdown list shows the catalogue.)
+"$custos" lockdown audit --device "$device" --participants "$participants" --rehearsal
+
 step "doctor: SoftHSM, libsecp256k1, packages, and the device's permissions"
 "$custos" doctor --device "$device"
 

@@ -18,18 +18,28 @@ if ! command -v swift >/dev/null 2>&1; then
   exit 1
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing missing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "missing Debian packages: ${missing[*]}" >&2
+    echo "run this, then try again:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  echo "installing missing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "missing Debian packages: ${missing[*]}" >&2
-  echo "run this, then try again:" >&2
-  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-  exit 1
+# python-pkcs11 (PyPI), for testers' own scripts (scripts/lockdown-inspect.py) and the test of
+# `custos lockdown exec`. Installed for the python3 on PATH, quietly, when missing.
+if ! python3 -c 'import pkcs11' >/dev/null 2>&1; then
+  echo "installing python-pkcs11 from PyPI for $(command -v python3)"
+  export PIP_ROOT_USER_ACTION=ignore
+  pip=(python3 -m pip install --quiet --disable-pip-version-check python-pkcs11)
+  if ! "${pip[@]}" 2>/dev/null && ! "${pip[@]}" --break-system-packages; then
+    echo "cannot install python-pkcs11: run  python3 -m pip install python-pkcs11  and try again" >&2
+    exit 1
+  fi
 fi

@@ -193,3 +193,46 @@ public struct Participants: Sendable {
     return tokens
   }
 }
+
+extension Participants {
+  /// The unseal shares of a quorum, to activate a device: each named holder's share file with
+  /// their password, taken from the file in a rehearsal and asked on the terminal without echo
+  /// otherwise.
+  ///
+  /// With no names, a rehearsal takes the first `threshold` holders of the file, and a real run
+  /// asks on the terminal who is present.
+  public func unsealShares(holders names: [String], threshold: Int, rehearsal: Bool) throws -> [UnsealShare] {
+    let withPasswords = holders.filter { $0.password != nil || $0.unsealPassword != nil }.map(\.name)
+    guard rehearsal || withPasswords.isEmpty else {
+      throw CeremonyError(
+        .participantsInvalid,
+        "\(path) holds passwords (\(withPasswords.joined(separator: ", "))): they belong in a participants file only for rehearsals (--rehearsal); a real unseal asks each holder"
+      )
+    }
+    var chosen = names
+    if chosen.isEmpty {
+      if rehearsal {
+        chosen = holders.prefix(threshold).map(\.name)
+      } else {
+        chosen = try (1...max(threshold, 1)).map { index in
+          try TerminalInput.line(
+            "Unseal key holder \(index) of \(threshold), your name (enrolled: \(holders.map(\.name).joined(separator: ", ")))"
+          )
+        }
+      }
+    }
+    return try chosen.map { name in
+      guard let holder = holder(name) else {
+        throw CeremonyError(.unknownParticipant, "\(path) has no unseal key holder '\(name)'")
+      }
+      if rehearsal {
+        guard let password = holder.unsealPassword ?? holder.password else {
+          throw CeremonyError(.participantsInvalid, "\(path) gives no password for \(name), which a rehearsal needs")
+        }
+        return UnsealShare(path: holder.share, password: password)
+      }
+      return UnsealShare(
+        path: holder.share, password: try TerminalInput.secret("\(name), the password of your share file"))
+    }
+  }
+}

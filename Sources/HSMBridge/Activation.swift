@@ -25,6 +25,12 @@ public struct DeviceActivation: Sendable {
   /// The unseal key holders whose shares were used.
   public let holders: [String]
 
+  /// An activation from PINs already at hand (a test device's, whose PINs are known).
+  public init(partitions: [String: PartitionPINs], holders: [String]) {
+    self.partitions = partitions
+    self.holders = holders
+  }
+
   /// The PINs of `partition`.
   public func pins(_ partition: String) throws -> PartitionPINs {
     guard let pins = partitions[partition] else {

@@ -10,6 +10,12 @@ public struct AttributeType: RawRepresentable, Hashable, Sendable, CustomStringC
 
   /// The `CKA_` name, or the value in hex for vendor and unknown types.
   public var name: String { attributeNames[rawValue] ?? "CKA_\(hex(rawValue))" }
+
+  /// The type named `name` (`CKA_SENSITIVE`), if the specification's table knows it.
+  public init?(name: String) {
+    guard let entry = attributeNames.first(where: { $0.value == name }) else { return nil }
+    self.rawValue = entry.key
+  }
   public var description: String { name }
 
   public static let `class` = AttributeType(UInt(CKA_CLASS))
@@ -89,6 +95,12 @@ public struct ObjectClass: RawRepresentable, Hashable, Sendable, CustomStringCon
   public let rawValue: UInt
   public init(rawValue: UInt) { self.rawValue = rawValue }
   public var name: String { objectClassNames[rawValue] ?? "CKO_\(hex(rawValue))" }
+
+  /// The class named `name` (`CKO_SECRET_KEY`), if the specification's table knows it.
+  public init?(name: String) {
+    guard let entry = objectClassNames.first(where: { $0.value == name }) else { return nil }
+    self.rawValue = entry.key
+  }
   public var description: String { name }
 
   public static let data = ObjectClass(rawValue: UInt(CKO_DATA))

@@ -121,7 +121,7 @@ public final class Device: @unchecked Sendable {
       }
     }
 
-    let staging = try makeStagingDirectory(next: directory)
+    let staging = try makeSiblingDirectory(next: directory, purpose: "creating")
     do {
       let lock = try DeviceLock(path: staging + "/device.lock")
       var partitionManifests = [PartitionManifest]()
@@ -271,13 +271,15 @@ public final class Device: @unchecked Sendable {
     }
   }
 
-  private static func makeStagingDirectory(next directory: String) throws -> String {
+  /// A fresh 0700 directory `.NAME.PURPOSE-XXXXXX` beside `directory` (same file system, same
+  /// protection as the device): for staging a new device, or a lockdown audit's snapshot.
+  static func makeSiblingDirectory(next directory: String, purpose: String) throws -> String {
     let parent = (directory as NSString).deletingLastPathComponent
     let base = (directory as NSString).lastPathComponent
-    var template = Array("\(parent)/.\(base).creating-XXXXXX".utf8CString)
+    var template = Array("\(parent)/.\(base).\(purpose)-XXXXXX".utf8CString)
     guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
       throw HSMBridgeError(
-        .fileSystem, "cannot create a staging directory in \(parent): \(String(cString: strerror(errno)))")
+        .fileSystem, "cannot create a \(purpose) directory in \(parent): \(String(cString: strerror(errno)))")
     }
     let path = String(cString: made)
     chmod(path, 0o700)
@@ -285,7 +287,7 @@ public final class Device: @unchecked Sendable {
   }
 
   /// Directories 0700 and files 0600 throughout the device.
-  private static func restrictPermissions(_ directory: String) throws {
+  static func restrictPermissions(_ directory: String) throws {
     let fileManager = FileManager.default
     chmod(directory, 0o700)
     guard let walker = fileManager.enumerator(atPath: directory) else { return }

@@ -17,6 +17,12 @@ public struct ReturnValue: RawRepresentable, Hashable, Sendable, CustomStringCon
 
   public var description: String { name }
 
+  /// The value named `name` (`CKR_KEY_UNEXTRACTABLE`), if the specification's table knows it.
+  public init?(name: String) {
+    guard let entry = returnValueNames.first(where: { $0.value == name }) else { return nil }
+    self.rawValue = entry.key
+  }
+
   public static let ok = ReturnValue(rawValue: UInt(CKR_OK))
   public static let argumentsBad = ReturnValue(rawValue: UInt(CKR_ARGUMENTS_BAD))
   public static let attributeReadOnly = ReturnValue(rawValue: UInt(CKR_ATTRIBUTE_READ_ONLY))
@@ -32,6 +38,7 @@ public struct ReturnValue: RawRepresentable, Hashable, Sendable, CustomStringCon
   public static let generalError = ReturnValue(rawValue: UInt(CKR_GENERAL_ERROR))
   public static let keyFunctionNotPermitted = ReturnValue(
     rawValue: UInt(CKR_KEY_FUNCTION_NOT_PERMITTED))
+  public static let keyTypeInconsistent = ReturnValue(rawValue: UInt(CKR_KEY_TYPE_INCONSISTENT))
   public static let keyNotWrappable = ReturnValue(rawValue: UInt(CKR_KEY_NOT_WRAPPABLE))
   public static let keyUnextractable = ReturnValue(rawValue: UInt(CKR_KEY_UNEXTRACTABLE))
   public static let mechanismInvalid = ReturnValue(rawValue: UInt(CKR_MECHANISM_INVALID))
@@ -112,6 +119,10 @@ public struct HSMBridgeError: Error, Hashable, Sendable, CustomStringConvertible
     public static let enrolmentInvalid = Code("enrolmentInvalid")
     /// An officer token or its PIN, or a signature made by one, was refused.
     public static let officerRefused = Code("officerRefused")
+    /// A lockdown attacks file that is not valid (names the attack and the field).
+    public static let attacksInvalid = Code("attacksInvalid")
+    /// A tester's tool could not be started.
+    public static let toolFailed = Code("toolFailed")
   }
 
   public let code: Code

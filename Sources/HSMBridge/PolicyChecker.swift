@@ -5,10 +5,10 @@ public struct PolicyFinding: Hashable, Sendable, CustomStringConvertible {
   public enum Kind: Hashable, Sendable {
     /// An object no row of the policy covers.
     case unexpectedObject
-    /// A row that must match exactly one object matched none.
-    case missingObject
-    /// A row that must match exactly one object matched several.
-    case duplicateObject(count: Int)
+    /// A row that must match exactly `wanted` objects matched fewer (`found`).
+    case missingObject(found: Int, wanted: Int)
+    /// A row that must match exactly `wanted` objects matched more (`count`).
+    case duplicateObject(count: Int, wanted: Int)
     /// An attribute whose reading differs from the policy.
     case attributeMismatch(AttributeType, expected: AttributeExpectation, actual: AttributeReading)
   }
@@ -24,8 +24,10 @@ public struct PolicyFinding: Hashable, Sendable, CustomStringConvertible {
     let subject = "\(partition)/\(objectName)\(object.map { " [\($0)]" } ?? "")"
     switch kind {
     case .unexpectedObject: return "\(subject): no row of the attribute policy covers this object"
-    case .missingObject: return "\(subject): missing"
-    case .duplicateObject(let count): return "\(subject): \(count) objects where the policy allows one"
+    case .missingObject(let found, let wanted):
+      return found == 0 ? "\(subject): missing" : "\(subject): \(found) objects where the policy wants \(wanted)"
+    case .duplicateObject(let count, let wanted):
+      return "\(subject): \(count) objects where the policy allows \(wanted)"
     case .attributeMismatch(let type, let expected, let actual):
       return "\(subject): \(type) is \(AuditedObject.describe(actual, of: type)), the policy says \(expected)"
     }
@@ -115,10 +117,15 @@ extension AttributePolicy {
       guard case .exactly(let wanted) = row.cardinality else { continue }
       let count = matches[row, default: 0]
       if count < wanted {
-        findings.append(PolicyFinding(partition: partition, object: nil, objectName: row.name, kind: .missingObject))
+        findings.append(
+          PolicyFinding(
+            partition: partition, object: nil, objectName: row.name, kind: .missingObject(found: count, wanted: wanted))
+        )
       } else if count > wanted {
         findings.append(
-          PolicyFinding(partition: partition, object: nil, objectName: row.name, kind: .duplicateObject(count: count)))
+          PolicyFinding(
+            partition: partition, object: nil, objectName: row.name,
+            kind: .duplicateObject(count: count, wanted: wanted)))
       }
     }
     return PolicyReport(partition: partition, objects: objects, findings: findings)

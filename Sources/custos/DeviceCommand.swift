@@ -205,16 +205,12 @@ extension DeviceCommand {
       var unseal = [UnsealShare]()
       if rehearsal {
         guard let participants else { throw ValidationError("--rehearsal needs --participants FILE") }
-        let base = URL(
-          fileURLWithPath: rehearsalDirectory
-            ?? ((device.directory as NSString).deletingLastPathComponent + "/rehearsal")
-        ).standardizedFileURL.path
-        let people = try Participants.load(participants, baseDirectory: base)
-        for name in holders {
-          guard let holder = people.holder(name), let password = holder.unsealPassword ?? holder.password else {
-            throw CommandFailure("\(participants) has no unseal key holder '\(name)' with a password")
-          }
-          unseal.append(UnsealShare(path: holder.share, password: password))
+        let people = try Participants.load(
+          participants, baseDirectory: rehearsalBase(device: device.directory, rehearsalDirectory))
+        do {
+          unseal = try people.unsealShares(holders: holders, threshold: holders.count, rehearsal: true)
+        } catch let error as CeremonyError {
+          throw CommandFailure(error.description)
         }
       } else {
         for path in shares {
@@ -235,4 +231,14 @@ extension DeviceCommand {
       }
     }
   }
+}
+
+/// The directory a rehearsal's relative paths resolve against: `--rehearsal-dir`, else
+/// `rehearsal/` beside the device.
+func rehearsalBase(device directory: String, _ rehearsalDirectory: String?) -> String {
+  URL(
+    fileURLWithPath: rehearsalDirectory
+      ?? ((URL(fileURLWithPath: directory).standardizedFileURL.path as NSString).deletingLastPathComponent
+        + "/rehearsal")
+  ).standardizedFileURL.path
 }

@@ -118,8 +118,7 @@ struct Doctor: AsyncParsableCommand {
   }
 
   static func checkDevice(_ path: String) -> [Check] {
-    let fileManager = FileManager.default
-    guard let attributes = try? fileManager.attributesOfItem(atPath: path) else {
+    guard let permissions = try? DevicePermissions.inspect(path) else {
       return [
         Check(
           name: "device", ok: false, detail: "\(path) does not exist",
@@ -127,23 +126,14 @@ struct Doctor: AsyncParsableCommand {
       ]
     }
     var checks = [Check]()
-    let mode = (attributes[.posixPermissions] as? Int) ?? 0
-    let owner = (attributes[.ownerAccountID] as? UInt) ?? UInt.max
-    let modeText = String(mode, radix: 8)
+    let owned = permissions.owner == UInt(getuid())
     checks.append(
       Check(
-        name: "device directory", ok: mode == 0o700 && owner == UInt(getuid()),
-        detail: "\(path) mode \(modeText), owner uid \(owner)",
-        fix: mode == 0o700
-          ? (owner == UInt(getuid()) ? nil : "chown -R \(getuid()) \(path)") : "chmod -R go-rwx \(path)"))
-    var exposed = [String]()
-    if let walker = fileManager.enumerator(atPath: path) {
-      for case let relative as String in walker {
-        let itemMode =
-          ((try? fileManager.attributesOfItem(atPath: path + "/" + relative))?[.posixPermissions] as? Int) ?? 0
-        if itemMode & 0o077 != 0 { exposed.append("\(relative) (\(String(itemMode, radix: 8)))") }
-      }
-    }
+        name: "device directory", ok: permissions.mode == 0o700 && owned,
+        detail: "\(path) mode \(String(permissions.mode, radix: 8)), owner uid \(permissions.owner)",
+        fix: permissions.mode == 0o700
+          ? (owned ? nil : "chown -R \(getuid()) \(path)") : "chmod -R go-rwx \(path)"))
+    let exposed = permissions.exposed
     checks.append(
       Check(
         name: "device files", ok: exposed.isEmpty,

@@ -6,13 +6,8 @@ import Testing
 
 /// A device with the custody and admin partitions and their real allow-lists.
 private func policyDevice() throws -> (TemporaryDirectory, Device) {
-  let directory = try TemporaryDirectory()
-  let device = try Device.create(
-    at: directory.appending("device"), name: "policy",
-    partitions: ["custody", "admin"].map {
-      PartitionSetup(name: $0, soPIN: SecretBytes(utf8: TestPINs.so), userPIN: SecretBytes(utf8: TestPINs.user))
-    }, logger: testLogger)
-  return (directory, device)
+  let test = try TestDevice(partitions: ["custody", "admin"], name: "policy", profile: nil)
+  return (test.directory, test.device)
 }
 
 private func userSession(_ device: Device, _ partition: String) throws -> Session {
@@ -85,18 +80,11 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
     _ = directory
     for partition in ["custody", "admin"] {
       let session = try userSession(device, partition)
-      let rows = AttributePolicy.rows(partition: partition)
-      for label in Set(rows.filter { $0.kind != .data }.compactMap(\.label)).sorted() {
-        _ = try AttributePolicy.generateKey(label, partition: partition, session: session)
-      }
       // Data rows (the root state's slots) are written by the vault; here from the row's template.
+      try populateFromPolicyTable(partition: partition, session: session)
       var expectedObjects = 0
-      for row in rows {
-        guard case .exactly(let count) = row.cardinality else { continue }
-        expectedObjects += count
-        if row.kind == .data {
-          for _ in 0..<count { _ = try session.createObject(row.template) }
-        }
+      for row in AttributePolicy.rows(partition: partition) {
+        if case .exactly(let count) = row.cardinality { expectedObjects += count }
       }
       let report = try AttributePolicy.audit(partition: partition, session: session)
       #expect(report.findings.map(\.description) == [])
@@ -124,8 +112,8 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
     let report = try AttributePolicy.audit(partition: "custody", session: session)
     #expect(!report.isClean)
     let kinds = report.findings.map(\.kind)
-    #expect(kinds.contains(.missingObject))
-    #expect(kinds.contains(.duplicateObject(count: 2)))
+    #expect(kinds.contains(.missingObject(found: 0, wanted: 1)))
+    #expect(kinds.contains(.duplicateObject(count: 2, wanted: 1)))
     #expect(kinds.contains(.unexpectedObject))
     #expect(
       kinds.contains(.attributeMismatch(.derive, expected: .equals(.derive(true)), actual: .value(.derive(false)))))
@@ -136,7 +124,9 @@ private func userSession(_ device: Device, _ partition: String) throws -> Sessio
       report.findings.first { if case .attributeMismatch(.derive, _, _) = $0.kind { true } else { false } })
     #expect(mismatch.object == weak)
     #expect(mismatch.description.contains("CKA_DERIVE"))
-    #expect(report.findings.first { $0.kind == .missingObject }?.objectName == "custos.sync (CKO_SECRET_KEY)")
+    #expect(
+      report.findings.first { $0.kind == .missingObject(found: 0, wanted: 1) }?.objectName
+        == "custos.sync (CKO_SECRET_KEY)")
   }
 
   @Test func lockedKeysRefuseBeingUnlocked() throws {

@@ -68,10 +68,46 @@ public struct TestDevice {
     }
   }
 
+  /// The test PINs of every partition, as an activation would give them.
+  public var activation: DeviceActivation {
+    DeviceActivation(
+      partitions: Dictionary(
+        uniqueKeysWithValues: device.manifest.partitions.map {
+          (
+            $0.name,
+            PartitionPINs(
+              partition: $0.name, securityOfficer: SecretBytes(utf8: TestPINs.so),
+              user: SecretBytes(utf8: TestPINs.user))
+          )
+        }), holders: [])
+  }
+
   /// A read-write session logged in as the user.
   public func userSession(_ partition: String = "scratch") throws -> Session {
     let session = try device.partition(partition).openSession(readWrite: true)
     try session.login(.user, pin: SecretBytes(utf8: TestPINs.user))
     return session
+  }
+}
+
+/// Fills `partition` with what the attribute policy table describes: every key generated from
+/// its rows, and each data row's objects (the vault's root-state slots) created from the row's
+/// template, as many as its cardinality says. `weaken` replaces the template of the named
+/// secret key (to build a deliberately weak device).
+public func populateFromPolicyTable(
+  partition: String, session: Session, weaken: [String: ([Attribute]) -> [Attribute]] = [:]
+) throws {
+  let rows = AttributePolicy.rows(partition: partition)
+  for label in Set(rows.filter { $0.kind != .data }.compactMap(\.label)).sorted() {
+    let keyRows = AttributePolicy.rows(key: label, partition: partition)
+    if let change = weaken[label], keyRows.count == 1 {
+      _ = try session.generateKey(.aesKeyGen, change(keyRows[0].template))
+    } else {
+      _ = try AttributePolicy.generateKey(label, partition: partition, session: session)
+    }
+  }
+  for row in rows where row.kind == .data {
+    guard case .exactly(let count) = row.cardinality else { continue }
+    for _ in 0..<count { _ = try session.createObject(row.template) }
   }
 }
