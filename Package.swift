@@ -88,7 +88,7 @@ let package = Package(
     // depends on HSMBridge, CPKCS11 or Vault: the server links it.
     .target(
       name: "VaultWire",
-      dependencies: ["Custody", grpcCore, grpcTransport, grpcProtobuf, swiftProtobuf, logging],
+      dependencies: ["Custody", grpcCore, grpcTransport, grpcProtobuf, swiftProtobuf],
       exclude: ["vault.proto"]
     ),
     // The emulated HSM as a process: the device lock, sealed start, quorum unseal with a

@@ -155,7 +155,7 @@ public final class DeviceCore: Sendable {
       metadata: metadata.merging(
         ["hsm.holder": "\(file.holder)", "hsm.progress": "\(accepted.count)/\(record.threshold)"]) { $1 })
     guard accepted.count >= record.threshold else {
-      state.withLock { $0.phase = .sealed(accepted: accepted) }
+      try keepSealed(accepted)
       return (.sealed, progress(accepted))
     }
 
@@ -163,7 +163,7 @@ public final class DeviceCore: Sendable {
     do {
       activation = try device.activate(opened: accepted)
     } catch let error as HSMBridgeError where error.code == .activationFailed {
-      state.withLock { $0.phase = .sealed(accepted: []) }
+      try keepSealed([])
       throw try failure(.unseal, .activationFailed, error.reason, holder: nil)
     }
     try lockouts.update(.unseal) { $0.recordSuccess() }
@@ -171,7 +171,7 @@ public final class DeviceCore: Sendable {
     do {
       backend = try openBackend(device, activation, logger)
     } catch {
-      state.withLock { $0.phase = .sealed(accepted: []) }
+      try keepSealed([])
       logger.error(
         "the quorum is met but the vault does not open", metadata: metadata.merging(["vault.error": "\(error)"]) { $1 })
       throw VaultWireError(
@@ -190,6 +190,16 @@ public final class DeviceCore: Sendable {
       "device unsealed: READY",
       metadata: metadata.merging(["hsm.holders": "\(activation.holders.joined(separator: ","))"]) { $1 })
     return (.ready, progress([]))
+  }
+
+  /// Records the shares accepted so far, unless the device began stopping meanwhile.
+  private func keepSealed(_ accepted: [OpenedShare]) throws(VaultWireError) {
+    let sealed = state.withLock { state -> Bool in
+      guard case .sealed = state.phase else { return false }
+      state.phase = .sealed(accepted: accepted)
+      return true
+    }
+    if !sealed { throw VaultWireError(.stopping, "the device is shutting down") }
   }
 
   private func progress(_ accepted: [OpenedShare]) -> UnsealStatus {

@@ -206,14 +206,16 @@ public final class VaultClient: Sendable {
     var metadata = Metadata()
     if let session { metadata.addString(Self.tokenText(session), forKey: WireMetadata.session) }
     do {
-      _ = try await grpc.unary(
-        request: ClientRequest(message: body, metadata: metadata),
-        descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
-        serializer: RawBytesCoder(), deserializer: RawBytesCoder(), options: options
-      ) { response in try response.message }
+      _ = try await perform {
+        try await grpc.unary(
+          request: ClientRequest(message: body, metadata: metadata),
+          descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
+          serializer: RawBytesCoder(), deserializer: RawBytesCoder(), options: options
+        ) { response in try response.message }
+      }
       return nil
     } catch {
-      return VaultWireError.from(error)
+      return error
     }
   }
 
@@ -229,41 +231,34 @@ public final class VaultClient: Sendable {
     session.token.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
   }
 
-  private func call<Response: Sendable>(
-    _ body: @Sendable (Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Response
-  ) async throws(VaultWireError) -> Response {
+  /// Runs a call; any failure becomes the `VaultWireError` it stands for.
+  private func perform<Response>(_ body: () async throws -> Response) async throws(VaultWireError) -> Response {
     do {
-      return try await body(vault, options)
+      return try await body()
     } catch {
       throw VaultWireError.from(error)
     }
+  }
+
+  private func call<Response: Sendable>(
+    _ body: (Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Response
+  ) async throws(VaultWireError) -> Response {
+    try await perform { try await body(vault, options) }
   }
 
   private func call<Response: Sendable>(
     _ session: VaultSession,
-    _ body:
-      @Sendable (Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>, Metadata, CallOptions) async throws ->
-      Response
+    _ body: (Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>, Metadata, CallOptions) async throws -> Response
   ) async throws(VaultWireError) -> Response {
     var metadata = Metadata()
     metadata.addString(Self.tokenText(session), forKey: WireMetadata.session)
-    do {
-      return try await body(vault, metadata, options)
-    } catch {
-      throw VaultWireError.from(error)
-    }
+    return try await perform { try await body(vault, metadata, options) }
   }
 
   private func callOperator<Response: Sendable>(
-    _ body:
-      @Sendable (Custos_Vault_V1_Operator.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws ->
-      Response
+    _ body: (Custos_Vault_V1_Operator.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Response
   ) async throws(VaultWireError) -> Response {
-    do {
-      return try await body(operatorService, options)
-    } catch {
-      throw VaultWireError.from(error)
-    }
+    try await perform { try await body(operatorService, options) }
   }
 }
 

@@ -177,62 +177,43 @@ extension VaultCall {
       proof: message.hasProof ? try ChangeProof(message.proof) : nil)
   }
 
-  public var updateMessage: Custos_Vault_V1_UpdateWalletRequest {
-    var message = Custos_Vault_V1_UpdateWalletRequest()
-    message.envelope = Data(envelope)
-    message.approvals = approvals.map { Data($0) }
-    message.walletData = Data(walletData)
-    message.sealedSeed = Data(sealedSeed)
-    if let proof { message.proof = proof.message }
-    return message
-  }
+  public var updateMessage: Custos_Vault_V1_UpdateWalletRequest { walletMessage() }
+  public var removeMessage: Custos_Vault_V1_RemoveWalletRequest { walletMessage() }
+  public var signMessage: Custos_Vault_V1_SignRequest { walletMessage() }
 
-  public init(_ message: Custos_Vault_V1_UpdateWalletRequest) throws(VaultWireError) {
-    try self.init(
-      envelope: message.envelope, approvals: message.approvals, walletData: message.walletData,
-      sealedSeed: message.sealedSeed, proof: message.hasProof ? message.proof : nil)
-  }
-
-  public var removeMessage: Custos_Vault_V1_RemoveWalletRequest {
-    var message = Custos_Vault_V1_RemoveWalletRequest()
-    message.envelope = Data(envelope)
-    message.approvals = approvals.map { Data($0) }
-    message.walletData = Data(walletData)
-    message.sealedSeed = Data(sealedSeed)
-    if let proof { message.proof = proof.message }
-    return message
-  }
-
-  public init(_ message: Custos_Vault_V1_RemoveWalletRequest) throws(VaultWireError) {
-    try self.init(
-      envelope: message.envelope, approvals: message.approvals, walletData: message.walletData,
-      sealedSeed: message.sealedSeed, proof: message.hasProof ? message.proof : nil)
-  }
-
-  public var signMessage: Custos_Vault_V1_SignRequest {
-    var message = Custos_Vault_V1_SignRequest()
-    message.envelope = Data(envelope)
-    message.approvals = approvals.map { Data($0) }
-    message.walletData = Data(walletData)
-    message.sealedSeed = Data(sealedSeed)
-    if let proof { message.proof = proof.message }
-    return message
-  }
-
-  public init(_ message: Custos_Vault_V1_SignRequest) throws(VaultWireError) {
-    try self.init(
-      envelope: message.envelope, approvals: message.approvals, walletData: message.walletData,
-      sealedSeed: message.sealedSeed, proof: message.hasProof ? message.proof : nil)
-  }
-
-  private init(
-    envelope: Data, approvals: [Data], walletData: Data, sealedSeed: Data, proof: Custos_Vault_V1_MerkleProof?
-  ) throws(VaultWireError) {
+  /// The fields of an update, remove or sign request (they are the same).
+  public init(_ message: some WalletCallMessage) throws(VaultWireError) {
     self.init(
-      envelope: Array(envelope), approvals: approvals.map { Array($0) }, walletData: Array(walletData),
-      sealedSeed: Array(sealedSeed), proof: try proof.map { proof throws(VaultWireError) in try ChangeProof(proof) })
+      envelope: Array(message.envelope), approvals: message.approvals.map { Array($0) },
+      walletData: Array(message.walletData), sealedSeed: Array(message.sealedSeed),
+      proof: message.hasProof ? try ChangeProof(message.proof) : nil)
+  }
+
+  private func walletMessage<Message: WalletCallMessage>() -> Message {
+    var message = Message()
+    message.envelope = Data(envelope)
+    message.approvals = approvals.map { Data($0) }
+    message.walletData = Data(walletData)
+    message.sealedSeed = Data(sealedSeed)
+    if let proof { message.proof = proof.message }
+    return message
   }
 }
+
+/// The requests that act on an existing wallet: update, remove and sign carry the same fields.
+public protocol WalletCallMessage {
+  init()
+  var envelope: Data { get set }
+  var approvals: [Data] { get set }
+  var walletData: Data { get set }
+  var sealedSeed: Data { get set }
+  var proof: Custos_Vault_V1_MerkleProof { get set }
+  var hasProof: Bool { get }
+}
+
+extension Custos_Vault_V1_UpdateWalletRequest: WalletCallMessage {}
+extension Custos_Vault_V1_RemoveWalletRequest: WalletCallMessage {}
+extension Custos_Vault_V1_SignRequest: WalletCallMessage {}
 
 extension VaultOutcome {
   public var message: Custos_Vault_V1_VaultResult {

@@ -33,7 +33,7 @@ struct CustosHSM: AsyncParsableCommand {
   @Option(help: "The Unix socket to listen on (created 0600).")
   var socket: String?
 
-  @Option(help: "Listen on TCP HOST:PORT with TLS instead of a socket (port 0: any free port).")
+  @Option(help: "Listen on TCP IP:PORT with TLS instead of a socket (an IPv4 or IPv6 address; port 0: any free port).")
   var listen: String?
 
   @Option(name: .customLong("tls-cert"), help: "With --listen: the PEM certificate chain.")

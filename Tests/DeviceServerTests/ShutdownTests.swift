@@ -58,18 +58,29 @@ struct PreparedDevice {
   }
 }
 
+extension PreparedDevice {
+  var socket: String { socketPath(copy.directory) }
+
+  /// The public key and Ethereum address of wallet 1 at `path`.
+  var query: PublicKeyQuery {
+    PublicKeyQuery(walletData: walletData, sealedSeed: sealedSeed, path: PreparedDevice.path, address: .ethereum)
+  }
+
+  /// custos-hsm on the device, unsealed by frank and grace, and a Crypto User session.
+  func startUnsealed() async throws -> (HSMProcess, VaultClient, VaultSession) {
+    let hsm = try HSMProcess(device: copy.device, socket: socket)
+    let client = try hsm.client()
+    try await unseal(client, copy.source)
+    return (hsm, client, try await client.login(credential: try copy.source.cryptoUserCredential()))
+  }
+}
+
 @Suite(.serialized) struct ShutdownTests {
   @Test func theVaultAnswersPublicKeysOverTheSocketAsItDoesInProcess() async throws {
     let prepared = try PreparedDevice(wallets: 2)
-    let rehearsed = prepared.copy.source
-    let hsm = try HSMProcess(device: prepared.copy.device, socket: socketPath(prepared.copy.directory))
-    let client = try hsm.client()
-    try await unseal(client, rehearsed)
-    let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
+    let (hsm, client, session) = try await prepared.startUnsealed()
     #expect(try await client.rootState(session) == prepared.durable)
-
-    let query = PublicKeyQuery(
-      walletData: prepared.walletData, sealedSeed: prepared.sealedSeed, path: PreparedDevice.path, address: .ethereum)
+    let query = prepared.query
     let info = try await client.publicKey(query, session: session)
     #expect(info.publicKey == prepared.expected.publicKey)
     #expect(info.extendedPublicKey == prepared.expected.xpub)
@@ -95,13 +106,9 @@ struct PreparedDevice {
   @Test func sigtermMidActivityFinishesOrRefusesEveryCallAndARestartComesUpSealedWithTheDurableRoot() async throws {
     let prepared = try PreparedDevice(wallets: 3)
     let rehearsed = prepared.copy.source
-    let socket = socketPath(prepared.copy.directory)
-    let hsm = try HSMProcess(device: prepared.copy.device, socket: socket)
-    let client = try hsm.client()
-    try await unseal(client, rehearsed)
-    let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
-    let query = PublicKeyQuery(
-      walletData: prepared.walletData, sealedSeed: prepared.sealedSeed, path: PreparedDevice.path, address: .ethereum)
+    let socket = prepared.socket
+    let (hsm, client, session) = try await prepared.startUnsealed()
+    let query = prepared.query
 
     // Many calls in flight; SIGTERM once the first has come back.
     let firstDone = AsyncStream<Void>.makeStream()
@@ -160,13 +167,9 @@ struct PreparedDevice {
   @Test func sigkillLeavesAStaleSocketThatARestartReplacesAndTheRootIsTheDurableOne() async throws {
     let prepared = try PreparedDevice(wallets: 2)
     let rehearsed = prepared.copy.source
-    let socket = socketPath(prepared.copy.directory)
-    let hsm = try HSMProcess(device: prepared.copy.device, socket: socket)
-    let client = try hsm.client()
-    try await unseal(client, rehearsed)
-    let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
-    let query = PublicKeyQuery(
-      walletData: prepared.walletData, sealedSeed: prepared.sealedSeed, path: PreparedDevice.path)
+    let socket = prepared.socket
+    let (hsm, client, session) = try await prepared.startUnsealed()
+    let query = prepared.query
     let calls = Task {
       var refused = 0
       for _ in 0..<200 {

@@ -3,6 +3,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import Synchronization
 import TestSupport
 import Testing
 import Vault
@@ -119,6 +120,13 @@ final class HSMProcess: @unchecked Sendable {
     process.standardOutput = output
     process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
     try process.run()
+    // A process that never announces is killed after a minute, so a broken start fails the
+    // test instead of hanging it.
+    let started = process
+    let announced = Flag()
+    DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
+      if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
+    }
     // Read lines until it announces where it listens (or exits).
     var text = ""
     while !text.contains("listening on ") || !text.hasSuffix("\n") {
@@ -130,6 +138,7 @@ final class HSMProcess: @unchecked Sendable {
       process.waitUntilExit()
       throw HSMStartFailure(status: process.terminationStatus, errors: standardError)
     }
+    announced.value.withLock { $0 = true }
     address = String(line.split(separator: " ").last!)
   }
 
@@ -157,32 +166,16 @@ final class HSMProcess: @unchecked Sendable {
   }
 }
 
+/// A flag shared with a timer.
+private final class Flag: Sendable {
+  let value = Mutex(false)
+}
+
 /// custos-hsm exited before it listened.
 struct HSMStartFailure: Error, CustomStringConvertible {
   let status: Int32
   let errors: String
   var description: String { "custos-hsm exited with \(status) before listening: \(errors)" }
-}
-
-/// Runs `executable` to completion; its status, standard output and standard error.
-func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  let directory = try TemporaryDirectory("custos-cli")
-  let outputPath = directory.appending("out")
-  let errorPath = directory.appending("err")
-  _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-  _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-  process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-  process.standardInput = FileHandle.nullDevice
-  try process.run()
-  process.waitUntilExit()
-  return (
-    process.terminationStatus, try String(contentsOfFile: outputPath, encoding: .utf8),
-    try String(contentsOfFile: errorPath, encoding: .utf8)
-  )
 }
 
 /// A short socket path (Unix socket paths are limited to 107 bytes).
