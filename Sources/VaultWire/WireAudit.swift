@@ -207,7 +207,7 @@ public enum WireAudit {
           observed: "the device is SEALED; unseal it and audit again", .skipped)
       }
     } else {
-      for method in ["GetRootState", "Sign"] {
+      for method in ["GetRootState", "Sign", "GetPublicKey"] {
         record(
           "sealed", "\(vaultService)/\(method)", expected: "sealed", observed: "the device is \(state); not applicable",
           .skipped)

@@ -100,13 +100,14 @@ struct CustosHSM: AsyncParsableCommand {
     logger.notice(
       "device opened and locked: SEALED",
       metadata: ["hsm.device": "\(manifest.serial)", "hsm.name": "\(manifest.name)"])
-    let group = ServiceGroup(
-      configuration: ServiceGroupConfiguration(
-        services: [
-          .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "custos-hsm")
-        ],
-        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-    try await group.run()
+    var group = ServiceGroupConfiguration(
+      services: [
+        .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "custos-hsm")
+      ],
+      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    // Calls in flight get this long to finish after SIGTERM; then they are cancelled.
+    group.maximumGracefulShutdownDuration = .seconds(30)
+    try await ServiceGroup(configuration: group).run()
   }
 }
 
