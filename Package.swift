@@ -9,18 +9,32 @@ let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let yams = Target.Dependency.product(name: "Yams", package: "Yams")
+let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcTransport = Target.Dependency.product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
+let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
   name: "Custos",
   platforms: [.macOS(.v15)],
   products: [
-    .executable(name: "custos", targets: ["custos"])
+    .executable(name: "custos", targets: ["custos"]),
+    .executable(name: "custos-hsm", targets: ["custos-hsm"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     .package(url: "https://github.com/jpsim/Yams", "5.0.1"..<"7.0.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    // Tests only: a self-signed certificate for the TLS listener.
+    .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
+    .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
   ],
   targets: [
     // C: a header shim over p11-kit's pkcs11.h. Modules are dlopened, never linked.
@@ -69,9 +83,32 @@ let package = Package(
       name: "Vault",
       dependencies: ["HSMBridge", "Custody", "CSecp256k1", "COpenSSL", crypto, logging]
     ),
+    // The wire between a custody server and a device: vault.proto, its generated Swift
+    // (committed; scripts/regenerate-proto.sh rebuilds it) and the client servers use. Never
+    // depends on HSMBridge, CPKCS11 or Vault: the server links it.
+    .target(
+      name: "VaultWire",
+      dependencies: ["Custody", grpcCore, grpcTransport, grpcProtobuf, swiftProtobuf],
+      exclude: ["vault.proto"]
+    ),
+    // The emulated HSM as a process: the device lock, sealed start, quorum unseal with a
+    // persistent lockout, Crypto User sessions, the vault API over gRPC, graceful shutdown.
+    .target(
+      name: "DeviceServer",
+      dependencies: [
+        "Vault", "HSMBridge", "Custody", "VaultWire", grpcCore, grpcTransport, grpcProtobuf, crypto, logging,
+        serviceLifecycle,
+      ]
+    ),
+    .executableTarget(
+      name: "custos-hsm",
+      dependencies: ["DeviceServer", argumentParser, logging, serviceLifecycle]
+    ),
     .executableTarget(
       name: "custos",
-      dependencies: ["Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", argumentParser, logging]
+      dependencies: [
+        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", argumentParser, logging,
+      ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
     .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
@@ -90,6 +127,16 @@ let package = Package(
       name: "VaultTests",
       dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", crypto, logging],
       resources: [.copy("Vectors")]
+    ),
+    // Starts the real custos-hsm (and custos) executables on devices from an init-device rehearsal.
+    .testTarget(
+      name: "DeviceServerTests",
+      dependencies: [
+        "DeviceServer", "VaultWire", "Ceremony", "Vault", "HSMBridge", "Custody", "TestSupport", "custos-hsm",
+        "custos", crypto, logging, swiftProtobuf,
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ]
     ),
   ],
   swiftLanguageModes: [.v6]

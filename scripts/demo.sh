@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 bin="$(swift build --show-bin-path)"
 custos="$bin/custos"
+hsm="$bin/custos-hsm"
 state=.custos
 device="$state/device"
 rehearsal="$state/rehearsal"
@@ -39,6 +40,34 @@ step "lockdown audit: the policy table, every attack of the catalogue run for re
 # Unsealed by frank and grace; destructive attacks run against a snapshot copy of the device.
 # Exits non-zero if any expectation fails. (custos lockdown list shows the catalogue.)
 "$custos" lockdown audit --device "$device" --participants "$participants" --rehearsal
+
+step "the device as a process: custos-hsm takes the lock, starts SEALED, listens on a 0600 socket"
+socket="$state/hsm.sock"
+"$hsm" --device "$device" --socket "$socket" >"$state/hsm.out" 2>"$state/hsm.log" &
+hsm_pid=$!
+trap 'kill "$hsm_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$state/hsm.out" 2>/dev/null && break; sleep 0.1; done
+cat "$state/hsm.out"
+ls -l "$socket"
+"$custos" operator status --socket "$socket"
+
+step "the second layer of the lockdown audit, from outside with the Crypto User credential (SEALED)"
+"$custos" lockdown audit --socket "$socket" --cu-credential "$rehearsal/crypto-user.credential"
+
+step "unseal over the socket: each holder submits a share, the device reports progress, then READY"
+"$custos" operator unseal --socket "$socket" --rehearsal --participants "$participants" \
+  --rehearsal-dir "$rehearsal" --holder grace --holder heidi
+"$custos" operator status --socket "$socket"
+
+step "the second layer again, READY: unapproved vault calls are PENDING until the approvals API is wired"
+"$custos" lockdown audit --socket "$socket" --cu-credential "$rehearsal/crypto-user.credential"
+
+step "SIGTERM: new calls refused, calls in flight finished, vault and sessions closed, lock released"
+kill -TERM "$hsm_pid"
+wait "$hsm_pid"
+trap - EXIT
+tail -n 3 "$state/hsm.log"
+test ! -e "$socket" && echo "socket removed; the next start is SEALED again"
 
 step "doctor: SoftHSM, libsecp256k1, packages, and the device's permissions"
 "$custos" doctor --device "$device"

@@ -3,7 +3,7 @@
 # which apt-get line to run (as anyone else). Called by every Makefile target that builds.
 set -euo pipefail
 
-packages=(softhsm2 libsofthsm2-dev libsecp256k1-dev libp11-kit-dev libssl-dev libargon2-dev opensc
+packages=(softhsm2 libsofthsm2-dev libsecp256k1-dev libp11-kit-dev libssl-dev libargon2-dev opensc zlib1g-dev
   util-linux python3)
 
 missing=()

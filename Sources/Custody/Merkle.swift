@@ -148,6 +148,15 @@ public struct AppliedChange: Hashable, Sendable {
   public var leaf: Hash256
   /// The tree after the change (same epoch: epochs count commits, not changes).
   public var state: RootState
+
+  /// A change as the vault reported it (the server rebuilds one from the wire to mirror it).
+  public init(kind: String, walletID: UInt64, node: UInt64, leaf: Hash256, state: RootState) {
+    self.kind = kind
+    self.walletID = walletID
+    self.node = node
+    self.leaf = leaf
+    self.state = state
+  }
 }
 
 /// The vault's side of the tree: it holds only a `RootState` and accepts a change only after

@@ -163,15 +163,22 @@ public struct UnsealShareFile: Codable, Hashable, Sendable {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw HSMBridgeError(.shareInvalid, "no share file at \(path)")
     }
+    return try decode(Array(data), source: path)
+  }
+
+  /// Checks the structure of a share file's bytes (as a holder submits them to a running
+  /// device); `source` names them in errors.
+  public static func decode(_ bytes: [UInt8], source: String) throws -> UnsealShareFile {
     let file: UnsealShareFile
     do {
-      file = try JSONDecoder().decode(UnsealShareFile.self, from: data)
+      file = try JSONDecoder().decode(UnsealShareFile.self, from: Data(bytes))
     } catch {
-      throw HSMBridgeError(.shareInvalid, "\(path) is not a Custos unseal share file: \(error)")
+      throw HSMBridgeError(.shareInvalid, "\(source) is not a Custos unseal share file: \(error)")
     }
     guard file.format == formatName, file.version == currentVersion else {
       throw HSMBridgeError(
-        .shareInvalid, "\(path) is \(file.format) version \(file.version), not \(formatName) version \(currentVersion)")
+        .shareInvalid,
+        "\(source) is \(file.format) version \(file.version), not \(formatName) version \(currentVersion)")
     }
     return file
   }
@@ -211,6 +218,12 @@ public struct UnsealShare: Sendable {
   }
 }
 
+/// A share opened with its holder's password: who holds it and the share itself (secret).
+public struct OpenedShare: Sendable {
+  public let holder: String
+  public let share: ShamirShare
+}
+
 extension Device {
   /// Activates (unseals) the device: decrypts each share with its holder's password, combines a
   /// quorum of them into the activation secret, checks it against the enrolment and derives the
@@ -221,36 +234,69 @@ extension Device {
   /// (`wrongPassword`), or shares that do not combine into this device's secret
   /// (`activationFailed`). Nothing on the device changes.
   public func activate(shares: [UnsealShare]) throws -> DeviceActivation {
-    let enrolment = try self.enrolment()
-    guard let record = enrolment.activation else {
-      throw HSMBridgeError(.enrolmentInvalid, "device \(manifest.serial) has no activation record")
-    }
+    let record = try activationRecord()
     guard shares.count >= record.threshold else {
       throw HSMBridgeError(
         .notEnoughShares,
         "\(shares.count) share\(shares.count == 1 ? "" : "s") given; device \(manifest.name) needs \(record.threshold) of its \(record.shares) unseal shares"
       )
     }
-    var opened = [ShamirShare]()
-    var holders = [String]()
+    var opened = [OpenedShare]()
     for share in shares {
       let file = try UnsealShareFile.read(share.path)
-      guard file.device == manifest.serial else {
-        throw HSMBridgeError(
-          .shareInvalid, "\(share.path) is a share of device \(file.device), not of \(manifest.serial)")
-      }
-      guard enrolment.unsealHolders.contains(EnrolledUnsealHolder(name: file.holder, shareIndex: file.index)) else {
-        throw HSMBridgeError(
-          .shareInvalid, "\(share.path): \(file.holder) is not enrolled as the holder of share \(file.index)")
-      }
-      guard !holders.contains(file.holder) else {
-        throw HSMBridgeError(
-          .notEnoughShares, "the share of \(file.holder) was given twice; a quorum needs distinct holders")
-      }
-      opened.append(try file.open(password: share.password, path: share.path))
-      holders.append(file.holder)
+      try checkShare(file, source: share.path, alreadyGiven: opened.map(\.holder))
+      opened.append(try openShare(file, password: share.password, source: share.path))
     }
-    let secret = try Shamir.combine(opened)
+    return try activate(opened: opened)
+  }
+
+  /// The device's activation record (threshold, shares, partitions, check value).
+  public func activationRecord() throws -> ActivationRecord {
+    guard let record = try enrolment().activation else {
+      throw HSMBridgeError(.enrolmentInvalid, "device \(manifest.serial) has no activation record")
+    }
+    return record
+  }
+
+  /// Checks, before any password is tried, that `file` is a share of this device held by the
+  /// holder enrolled for its number, and not one of `alreadyGiven` (`shareInvalid`,
+  /// `notEnoughShares`).
+  public func checkShare(_ file: UnsealShareFile, source: String, alreadyGiven: [String] = []) throws {
+    guard file.device == manifest.serial else {
+      throw HSMBridgeError(
+        .shareInvalid, "\(source) is a share of device \(file.device), not of \(manifest.serial)")
+    }
+    guard try enrolment().unsealHolders.contains(EnrolledUnsealHolder(name: file.holder, shareIndex: file.index))
+    else {
+      throw HSMBridgeError(
+        .shareInvalid, "\(source): \(file.holder) is not enrolled as the holder of share \(file.index)")
+    }
+    guard !alreadyGiven.contains(file.holder) else {
+      throw HSMBridgeError(
+        .notEnoughShares, "the share of \(file.holder) was given twice; a quorum needs distinct holders")
+    }
+  }
+
+  /// Decrypts a share checked by `checkShare` with its holder's password (Argon2id at its
+  /// recorded cost): `wrongPassword` when it does not open.
+  public func openShare(_ file: UnsealShareFile, password: SecretBytes, source: String) throws -> OpenedShare {
+    OpenedShare(holder: file.holder, share: try file.open(password: password, path: source))
+  }
+
+  /// Combines opened shares of distinct holders into the activation secret, checks it against
+  /// the enrolment and derives every partition's PINs; the secret is zeroed before this returns.
+  /// `notEnoughShares` below the threshold, `activationFailed` when they do not combine into
+  /// this device's secret.
+  public func activate(opened: [OpenedShare]) throws -> DeviceActivation {
+    let record = try activationRecord()
+    let holders = opened.map(\.holder)
+    guard Set(holders).count == opened.count, opened.count >= record.threshold else {
+      throw HSMBridgeError(
+        .notEnoughShares,
+        "\(Set(holders).count) distinct share\(Set(holders).count == 1 ? "" : "s") given; device \(manifest.name) needs \(record.threshold) of its \(record.shares) unseal shares"
+      )
+    }
+    let secret = try Shamir.combine(opened.map(\.share))
     guard
       SecretBytes(ActivationSecret.checkValue(of: secret)).constantTimeEquals(
         SecretBytes(Hex.decode(record.check) ?? []))

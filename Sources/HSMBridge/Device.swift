@@ -183,6 +183,17 @@ public final class Device: @unchecked Sendable {
     Device.partitionDirectory(name, in: directory) + "/tokens"
   }
 
+  /// The bytes of a file of the device directory (`relativePath` inside it), nil when there is none.
+  public func readFile(_ relativePath: String) -> [UInt8]? {
+    FileManager.default.contents(atPath: directory + "/" + relativePath).map { Array($0) }
+  }
+
+  /// Writes a file of the device directory (0600): to a temporary file beside it, synced, then
+  /// renamed into place, so a crash leaves the old bytes or the new, never a mix.
+  public func writeFile(_ relativePath: String, contents: [UInt8]) throws {
+    try writeAtomically(contents, to: directory + "/" + relativePath)
+  }
+
   /// The allow-list recorded for a partition.
   public func allowList(of entry: PartitionManifest) -> MechanismAllowList {
     MechanismAllowList(

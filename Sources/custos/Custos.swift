@@ -12,8 +12,8 @@ struct Custos: AsyncParsableCommand {
       CUSTOS_PKCS11_MODULE (default \(defaultModulePath)).
       """,
     subcommands: [
-      DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, LockdownCommand.self, Doctor.self,
-      BenchCommand.self,
+      DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, OperatorCommand.self, LockdownCommand.self,
+      Doctor.self, BenchCommand.self,
     ])
 }
 

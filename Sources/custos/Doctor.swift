@@ -19,6 +19,7 @@ struct Doctor: AsyncParsableCommand {
   /// The Debian packages `make` installs.
   static let packages = [
     "softhsm2", "libsofthsm2-dev", "libsecp256k1-dev", "libp11-kit-dev", "libssl-dev", "libargon2-dev", "opensc",
+    "zlib1g-dev",
   ]
 
   struct Check: Codable {

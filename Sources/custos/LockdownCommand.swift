@@ -4,6 +4,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import VaultWire
 
 struct LockdownCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -14,10 +15,10 @@ struct LockdownCommand: AsyncParsableCommand {
   /// The device and the unseal quorum that opens its partitions.
   struct Quorum: ParsableArguments {
     @Option(help: "The device directory.")
-    var device: String
+    var device: String?
 
     @Option(help: "The participants file: unseal key holders and their share files.")
-    var participants: String
+    var participants: String?
 
     @Flag(help: "Take the holders' passwords from the participants file (rehearsals and CI).")
     var rehearsal = false
@@ -36,7 +37,10 @@ struct LockdownCommand: AsyncParsableCommand {
 
     /// Opens (and locks) the device and activates it with the quorum's shares.
     func open(logger: Logger) throws -> (Device, DeviceActivation) {
-      let device = try Device.open(at: self.device, logger: logger)
+      guard let deviceDirectory = self.device, let participants else {
+        throw ValidationError("give the device directory (--device) and the participants file (--participants)")
+      }
+      let device = try Device.open(at: deviceDirectory, logger: logger)
       let base =
         rehearsal
         ? rehearsalBase(device: device.directory, rehearsalDirectory) : FileManager.default.currentDirectoryPath
@@ -57,15 +61,26 @@ struct LockdownCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Audit a device's lockdown; exits non-zero when any expectation fails.",
       discussion: """
-        Unseals the device with a quorum, then checks: every attribute of every object of every \
-        partition against the attribute policy table (an unknown object fails) and each partition's \
-        mechanisms against its allow-list; every attack of the catalogue (custos lockdown list), run \
-        for real against every key it applies to, with the CKR code observed; destructive attacks \
-        against a snapshot copy of the device, never the device; permissions, and no key value or \
-        PIN in plaintext on disk.
+        With --device: unseals the device with a quorum, then checks every attribute of every \
+        object of every partition against the attribute policy table (an unknown object fails) \
+        and each partition's mechanisms against its allow-list; every attack of the catalogue \
+        (custos lockdown list), run for real against every key it applies to, with the CKR code \
+        observed; destructive attacks against a snapshot copy of the device, never the device; \
+        permissions, and no key value or PIN in plaintext on disk.
+
+        With --socket (the second layer, against a running custos-hsm): checks from outside, with \
+        the Crypto User credential, that nothing but the vault API is reachable: methods and \
+        services outside the contract are unknown, session calls without a session are refused, \
+        calls while SEALED are refused, a wrong credential is refused and counted, and vault \
+        calls without valid approvals are refused (PENDING while this build does not serve them).
         """)
 
     @OptionGroup var quorum: Quorum
+
+    @OptionGroup var endpoint: DeviceEndpointOptions
+
+    @Option(name: .customLong("cu-credential"), help: "With --socket: the file holding the Crypto User credential.")
+    var cryptoUserCredential: String?
 
     @Option(help: "A JSON file of the tester's own attacks, run after the built-in ones.")
     var attacks: String?
@@ -75,11 +90,39 @@ struct LockdownCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+      if endpoint.given {
+        guard quorum.device == nil, quorum.participants == nil, attacks == nil else {
+          throw ValidationError("--socket audits a running device: --device, --participants and --attacks do not apply")
+        }
+        guard cryptoUserCredential != nil else {
+          throw ValidationError("--socket needs the Crypto User credential: --cu-credential FILE")
+        }
+      } else if cryptoUserCredential != nil {
+        throw ValidationError("--cu-credential goes with --socket")
+      }
+    }
+
     func run() async throws {
+      if endpoint.given { return try await runOverTheWire() }
       let logger = logging.makeLogger("custos.lockdown")
       let catalogue = try loadCatalogue(attacks)
       let (device, activation) = try quorum.open(logger: logger)
       let report = try LockdownAudit(device: device, activation: activation, attacks: catalogue, logger: logger).run()
+      print(json ? try report.json() : report.text)
+      if !report.passed { throw ExitCode(1) }
+    }
+
+    private func runOverTheWire() async throws {
+      let credential: SecretBytes
+      do {
+        credential = try VaultClient.readCredential(at: cryptoUserCredential!)
+      } catch {
+        throw CommandFailure(error.message)
+      }
+      let report = try await endpoint.withClient { client in
+        try await wire { try await WireAudit.run(client: client, credential: credential) }
+      }
       print(json ? try report.json() : report.text)
       if !report.passed { throw ExitCode(1) }
     }

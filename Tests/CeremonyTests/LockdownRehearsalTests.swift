@@ -278,25 +278,3 @@ private func custosExecutable() -> String? {
   }
   return nil
 }
-
-/// Runs `executable` to completion; its status, standard output and standard error.
-private func runProcess(
-  _ executable: String, _ arguments: [String]
-) throws -> (status: Int32, output: String, error: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  let directory = try TemporaryDirectory("custos-cli")
-  let outputPath = directory.appending("out")
-  let errorPath = directory.appending("err")
-  _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-  _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-  process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-  try process.run()
-  process.waitUntilExit()
-  return (
-    process.terminationStatus, try String(contentsOfFile: outputPath, encoding: .utf8),
-    try String(contentsOfFile: errorPath, encoding: .utf8)
-  )
-}
