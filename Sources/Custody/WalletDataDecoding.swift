@@ -175,7 +175,7 @@ struct MapFields {
 
 /// Reads wallet data item by item from deterministic CBOR, naming the field of each refusal.
 struct WalletReader {
-  fileprivate var cbor: CBORReader
+  var cbor: CBORReader
 
   init(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) {
     do {
@@ -185,7 +185,7 @@ struct WalletReader {
     }
   }
 
-  fileprivate func wrap(_ error: CBORError, _ path: FieldPath) -> WalletDataError {
+  func wrap(_ error: CBORError, _ path: FieldPath) -> WalletDataError {
     WalletDataError(.cbor, field: path.text, "not deterministic CBOR: \(error)")
   }
 
@@ -201,7 +201,7 @@ struct WalletReader {
     do { try cbor.finish() } catch { throw wrap(error, FieldPath()) }
   }
 
-  fileprivate mutating func expect(
+  mutating func expect(
     _ major: UInt8, _ path: FieldPath, _ expected: String
   ) throws(WalletDataError)
     -> CBORReader.Head
