@@ -94,7 +94,7 @@ extension RequestEnvelope {
         + (policy.destinationAllowlist.isEmpty ? "any" : policy.destinationAllowlist.joined(separator: ", ")))
     lines.append(
       "  Hours (UTC):     "
-        + (policy.timeOfDay.map { "from \(clock($0.fromMinute)) to \(clock($0.toMinute))" } ?? "any time"))
+        + (policy.timeOfDay.map { "from \(TimeOfDayWindow.clockText($0.fromMinute)) to \(TimeOfDayWindow.clockText($0.toMinute))" } ?? "any time"))
     return lines
   }
 
@@ -116,12 +116,6 @@ extension RequestEnvelope {
     while fraction.last == "0" { fraction.removeLast() }
     let whole = String(digits.dropLast(places))
     return fraction.isEmpty ? whole : whole + "." + String(fraction)
-  }
-
-  static func clock(_ minute: UInt16) -> String {
-    let hours = minute / 60
-    let minutes = minute % 60
-    return (hours < 10 ? "0" : "") + "\(hours):" + (minutes < 10 ? "0" : "") + "\(minutes)"
   }
 
   /// Printable UTF-8 in quotes, anything else as hex.

@@ -19,8 +19,7 @@ public enum ChainAddress {
   /// An Ethereum address with the EIP-55 mixed-case checksum: the last 20 bytes of Keccak-256
   /// of the uncompressed public key without its 0x04 prefix.
   public static func ethereum(publicKey: [UInt8], secp: Secp256k1) throws -> String {
-    let uncompressed = try secp.uncompressed(publicKey)
-    return eip55(Array(Keccak256.hash(uncompressed.dropFirst()).suffix(20)))
+    eip55(try EthereumSigning.address(ofPublicKey: publicKey, secp: secp))
   }
 
   /// The EIP-55 text (0x + 40 mixed-case hex digits) of a 20-byte address.
