@@ -243,10 +243,11 @@ struct RunningRoot {
     guard log.count > window + window / 4 else { return }
     let drop = min(log.count - window, Int(durableSequence - baseSequence))
     guard drop > 0 else { return }
-    for change in log[0..<drop] where anchors[change.root] == change.sequence {
+    // The old base and every dropped change but the last, which becomes the new base.
+    if anchors[baseState.root] == baseSequence { anchors[baseState.root] = nil }
+    for change in log[0..<drop - 1] where anchors[change.root] == change.sequence {
       anchors[change.root] = nil
     }
-    if anchors[baseState.root] == baseSequence { anchors[baseState.root] = nil }
     let last = log[drop - 1]
     baseSequence = last.sequence
     baseState = RootState(epoch: 0, leafCount: last.leafCount, root: last.root)
