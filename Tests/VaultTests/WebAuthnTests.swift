@@ -156,6 +156,43 @@ import Testing
     #expect(refusal { _ = try WebAuthn.verify(good, passkey: otherKey, challenge: challenge) } == .badSignature)
   }
 
+  /// Bots sign the envelope's encoding itself; the approvals step checks them under the
+  /// enrolled key, for both algorithms, and keeps passkeys and bots apart.
+  @Test func botApprovals() throws {
+    let envelope = try RequestEnvelope(
+      walletID: 1, walletHash: .zero, operation: .removeWallet, nonce: 2, expiry: noon
+    ).encoded()
+    let p256 = try SoftwareBot(.p256)
+    let ed25519 = try SoftwareBot(.ed25519)
+    let passkey = try SoftwareAuthenticator(.es256)
+    let approvers = [passkey.approver("alice"), p256.approver("bot-a"), ed25519.approver("bot-b")]
+    let approvals = [p256.approve(envelope, as: "bot-a"), ed25519.approve(envelope, as: "bot-b")]
+    #expect(try ApprovalCheck.verify(envelope: envelope, approvals: approvals, approvers: approvers, required: 2) == approvers)
+    var changed = envelope
+    changed[changed.count - 1] ^= 1
+    #expect(
+      refusal { _ = try ApprovalCheck.verify(envelope: changed, approvals: approvals, approvers: approvers, required: 2) }
+        == .badSignature)
+    // A bot's signature where a passkey is enrolled, and the other way round.
+    #expect(
+      refusal {
+        _ = try ApprovalCheck.verify(
+          envelope: envelope, approvals: [p256.approve(envelope, as: "alice")], approvers: approvers, required: 1)
+      } == .unknownApprover)
+    #expect(
+      refusal {
+        _ = try ApprovalCheck.verify(
+          envelope: envelope, approvals: [passkey.approve(envelope, as: "bot-a")], approvers: approvers, required: 1)
+      } == .unknownApprover)
+    // Another bot's key under bot-b's name.
+    #expect(
+      refusal {
+        _ = try ApprovalCheck.verify(
+          envelope: envelope, approvals: [try SoftwareBot(.ed25519).approve(envelope, as: "bot-b")], approvers: approvers,
+          required: 1)
+      } == .badSignature)
+  }
+
   /// clientDataJSON is parsed as JSON, strictly.
   @Test func clientDataParsing() throws {
     func parse(_ text: String) -> Result<ClientData, RequestError> {
