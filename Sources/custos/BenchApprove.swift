@@ -54,7 +54,10 @@ struct BenchApprove: AsyncParsableCommand {
     print(
       "custos bench approve: \(wallets) wallets x \(rounds) rounds, \(concurrency) concurrent requests, "
         + "\(sessions) sessions, \(report.cores) cores, \(report.optimized ? "release" : "DEBUG") build")
-    print(String(format: "wallets created in %.1f s (one at a time: each add waits for the previous commit)", report.creationSeconds))
+    print(
+      String(
+        format: "wallets created in %.1f s (one at a time: each add waits for the previous commit)",
+        report.creationSeconds))
     print("")
     print("approved EIP-1559 signatures (2 of 3 ES256 passkeys, nonce durable before release)")
     for (index, value) in report.rounds.enumerated() { print("  round \(index + 1): \(rate(value))") }

@@ -33,7 +33,8 @@ import Testing
         expiry: 1_700_000_000),
       RequestEnvelope(
         walletID: 3, walletHash: hash,
-        operation: .updateWallet(WalletConfigurationChange(threshold: 1, approvers: Array(approvers.prefix(1)), policy: Policy())),
+        operation: .updateWallet(
+          WalletConfigurationChange(threshold: 1, approvers: Array(approvers.prefix(1)), policy: Policy())),
         nonce: 9, expiry: 1_700_000_000),
       RequestEnvelope(walletID: 3, walletHash: hash, operation: .removeWallet, nonce: 10, expiry: 1_700_000_000),
       RequestEnvelope(
@@ -41,7 +42,9 @@ import Testing
         chain: .ethereum(chainID: 1)),
       RequestEnvelope(
         walletID: 3, walletHash: hash, operation: .signPersonalMessage(Array("hello".utf8)), nonce: 12,
-        expiry: 1_700_000_000, chain: .ethereum(chainID: 137, path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 4])),
+        expiry: 1_700_000_000,
+        chain: .ethereum(
+          chainID: 137, path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 4])),
     ]
   }
 
@@ -89,7 +92,9 @@ import Testing
     longNonce.replaceSubrange(nonceAt + 1...nonceAt + 1, with: [0x18, 0x0B])
     #expect(code(longNonce) == .cbor, "a nonce not in its shortest form")
     // The same content with map keys out of order.
-    guard case .array(let items) = sign.cbor, case .map(let entries) = items[2] else { throw CBORError(.truncated, offset: 0, "") }
+    guard case .array(let items) = sign.cbor, case .map(let entries) = items[2] else {
+      throw CBORError(.truncated, offset: 0, "")
+    }
     var unsorted: [UInt8] = [0x83] + (try cbor(items[0])) + (try cbor(items[1])) + [0xA6]
     for entry in entries.sorted(by: { $0.key.unsignedValue! > $1.key.unsignedValue! }) {
       unsorted += try cbor(entry.key) + cbor(entry.value)
@@ -99,7 +104,9 @@ import Testing
     indefinite[0] = 0x9F
     #expect(code(indefinite + [0xFF]) == .cbor, "indefinite-length array")
 
-    func edited(_ change: (inout [(UInt64, CBOR)]) -> Void, version: UInt64 = 1, domain: String = RequestEnvelope.domain)
+    func edited(
+      _ change: (inout [(UInt64, CBOR)]) -> Void, version: UInt64 = 1, domain: String = RequestEnvelope.domain
+    )
       throws -> [UInt8]
     {
       var fields = entries.map { ($0.key.unsignedValue!, $0.value) }
@@ -111,7 +118,8 @@ import Testing
     #expect(code(try edited { $0.append((9, .null)) }) == .unknownField)
     #expect(code(try edited { $0.removeAll { $0.0 == 4 } }) == .missingField)
     #expect(code(try edited { $0[0].1 = .text("3") }) == .wrongType)
-    #expect(code(try edited { $0[2].1 = .array([.text("transfer-everything"), .map([CBOR.Entry]())]) }) == .unknownOperation)
+    #expect(
+      code(try edited { $0[2].1 = .array([.text("transfer-everything"), .map([CBOR.Entry]())]) }) == .unknownOperation)
     #expect(code(try edited { $0.removeAll { $0.0 == 5 } }) == .missingField, "a signing request without chain data")
     #expect(code(try edited { $0[3].1 = .unsigned(0) }) == .invalidValue, "nonce 0")
     #expect(code(try edited { $0[1].1 = .bytes([1, 2, 3]) }) == .invalidValue, "a short wallet hash")
@@ -123,7 +131,8 @@ import Testing
       return try edited { $0[2].1 = .array([.text("sign-eip1559"), transaction.cbor]) }
     }
     #expect(code(try transaction { $0.to.removeLast() }) == .invalidValue, "a 19-byte address")
-    #expect(code(try transaction { $0.maxPriorityFeePerGas = Amount(30_000_000_001) }) == .invalidValue, "tip above max fee")
+    #expect(
+      code(try transaction { $0.maxPriorityFeePerGas = Amount(30_000_000_001) }) == .invalidValue, "tip above max fee")
     #expect(code(try transaction { $0.chainID = 5 }) == .invalidValue, "chain data for another chain")
     var leadingZero = try transaction { $0.value = Amount(0x80) }
     let valueAt = try #require(lastIndex(of: [0x06, 0x41, 0x80], in: leadingZero))
@@ -199,7 +208,8 @@ import Testing
   /// Foundation's JSON parser and swift-crypto's verifiers.
   @Test(arguments: SoftwareAuthenticator.Algorithm.allCases)
   func authenticatorAssertions(_ algorithm: SoftwareAuthenticator.Algorithm) throws {
-    let authenticator = try SoftwareAuthenticator(algorithm, rpID: "bank.example", origin: "https://approve.bank.example")
+    let authenticator = try SoftwareAuthenticator(
+      algorithm, rpID: "bank.example", origin: "https://approve.bank.example")
     let envelope = try Self.envelopes()[2].encoded()
     for count in 1...2 {
       guard case .passkey(let assertion) = authenticator.approve(envelope, as: "alice").proof else {
@@ -221,7 +231,8 @@ import Testing
       switch algorithm {
       case .es256:
         let key = try P256.Signing.PublicKey(x963Representation: authenticator.rawPublicKey)
-        #expect(key.isValidSignature(try P256.Signing.ECDSASignature(derRepresentation: assertion.signature), for: signed))
+        #expect(
+          key.isValidSignature(try P256.Signing.ECDSASignature(derRepresentation: assertion.signature), for: signed))
       case .edDSA:
         let key = try Curve25519.Signing.PublicKey(rawRepresentation: authenticator.rawPublicKey)
         #expect(key.isValidSignature(assertion.signature, for: signed))
@@ -236,7 +247,8 @@ import Testing
 
   /// RFC 4648's vectors, and the two characters base64url changes.
   @Test func base64url() throws {
-    let url = try #require(Bundle.module.url(forResource: "rfc4648-base64.txt", withExtension: nil, subdirectory: "Vectors"))
+    let url = try #require(
+      Bundle.module.url(forResource: "rfc4648-base64.txt", withExtension: nil, subdirectory: "Vectors"))
     let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("#") }
     #expect(lines.count == 7)
     for line in lines {
@@ -268,7 +280,8 @@ import Testing
       try vaultSide.add(walletHash: leaf)
       results.append(
         RequestResult(
-          output: [], walletData: [UInt8(id)], sealedSeed: [], change: AppliedWalletChange(
+          output: [], walletData: [UInt8(id)], sealedSeed: [],
+          change: AppliedWalletChange(
             sequence: UInt64(id), kind: .add, walletID: UInt64(id), node: 0, leaf: leaf,
             root: RootState(epoch: 1, leafCount: vaultSide.leafCount, root: try vaultSide.root()))))
     }

@@ -123,7 +123,9 @@ final class CustodyHarness: @unchecked Sendable {
   }
 
   /// Sends a signing request with the given approvals (encodings).
-  func sign(_ id: UInt64, _ envelope: [UInt8], _ approvals: [Approval], proof: WalletProof? = nil) async throws -> RequestResult {
+  func sign(
+    _ id: UInt64, _ envelope: [UInt8], _ approvals: [Approval], proof: WalletProof? = nil
+  ) async throws -> RequestResult {
     let wallet = try self.wallet(id)
     let result = try await vault.sign(
       envelope: envelope, approvals: try approvals.map { try $0.encoded() }, walletData: wallet.encoding,
@@ -134,7 +136,9 @@ final class CustodyHarness: @unchecked Sendable {
 }
 
 /// A transaction paying `to` `value` wei on chain 1.
-func transfer(to: [UInt8] = Array(repeating: 0x11, count: 20), value: Amount = Amount(1_000_000), nonce: UInt64 = 0)
+func transfer(
+  to: [UInt8] = Array(repeating: 0x11, count: 20), value: Amount = Amount(1_000_000), nonce: UInt64 = 0
+)
   -> EIP1559Transaction
 {
   EIP1559Transaction(

@@ -54,7 +54,8 @@ import Testing
   static let destination = EthereumAddress.parse("0x52908400098527886E0F7030069857D2E4169EE7")!
   static let ether = Amount(decimal: "1000000000000000000")!
   static let policy = Policy(
-    perTransactionLimit: ether, rollingWindow: RollingLimit(seconds: 86_400, limit: Amount(decimal: "1500000000000000000")!),
+    perTransactionLimit: ether,
+    rollingWindow: RollingLimit(seconds: 86_400, limit: Amount(decimal: "1500000000000000000")!),
     destinationAllowlist: ["0x52908400098527886E0F7030069857D2E4169EE7"],
     timeOfDay: TimeOfDayWindow(fromMinute: 8 * 60, toMinute: 20 * 60))
 
@@ -96,7 +97,8 @@ import Testing
       approvals[1] = try SoftwareAuthenticator(.es256).approve(encoded, as: "bob")
     case .forgedAssertion:
       // Another key claiming bob's credential id: its signature is not bob's.
-      approvals[1] = try SoftwareAuthenticator(.edDSA, credentialID: approvers.bob.credentialID).approve(encoded, as: "bob")
+      approvals[1] = try SoftwareAuthenticator(.edDSA, credentialID: approvers.bob.credentialID).approve(
+        encoded, as: "bob")
     case .unknownApproverName:
       approvals[1] = try SoftwareAuthenticator(.es256).approve(encoded, as: "mallory")
     case .wrongOrigin:
@@ -178,7 +180,8 @@ import Testing
       #expect(
         await refusal {
           _ = try await harness.vault.sign(
-            envelope: encoded, approvals: encodedApprovals, walletData: walletData, sealedSeed: sealedSeed, proof: proof)
+            envelope: encoded, approvals: encodedApprovals, walletData: walletData, sealedSeed: sealedSeed, proof: proof
+          )
         } == input.expected)
     }
     if options != SoftwareAuthenticator.Options() {
@@ -189,7 +192,8 @@ import Testing
       let sent = try approvals.map { try $0.encoded() }
       let code = await refusal {
         if call == "remove" {
-          _ = try await harness.vault.removeWallet(envelope: encoded, approvals: sent, walletData: walletData, proof: proof)
+          _ = try await harness.vault.removeWallet(
+            envelope: encoded, approvals: sent, walletData: walletData, proof: proof)
         } else {
           _ = try await harness.vault.sign(
             envelope: encoded, approvals: sent, walletData: walletData, sealedSeed: sealedSeed, proof: proof)

@@ -63,7 +63,8 @@ import Testing
     #expect(address == EthereumAddress.checksummed(try EthereumSigning.address(ofPublicKey: recovered, secp: secp)))
     // Another path is another key.
     let other = try await harness.vault.address(
-      walletData: wallet.encoding, sealedSeed: wallet.sealedSeed, path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 1])
+      walletData: wallet.encoding, sealedSeed: wallet.sealedSeed,
+      path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 1])
     #expect(other != address)
   }
 
@@ -83,7 +84,10 @@ import Testing
     let before = try harness.wallet(id)
     let updated = try await harness.vault.updateWallet(
       envelope: update,
-      approvals: [try approvers.bob.approve(update, as: "bob").encoded(), try approvers.bot.approve(update, as: "ops-bot").encoded()],
+      approvals: [
+        try approvers.bob.approve(update, as: "bob").encoded(),
+        try approvers.bot.approve(update, as: "ops-bot").encoded(),
+      ],
       walletData: before.encoding, sealedSeed: before.sealedSeed, proof: try harness.mirror.proof(ofWallet: id))
     try harness.receive(updated)
     let wallet = try harness.wallet(id).data
@@ -98,9 +102,11 @@ import Testing
     let sign = try harness.envelope(id, .signEIP1559(transfer(value: Amount(5)))).encoded()
     #expect(
       await refusal {
-        _ = try await harness.sign(id, sign, [approvers.alice.approve(sign, as: "alice"), approvers.bob.approve(sign, as: "bob")])
+        _ = try await harness.sign(
+          id, sign, [approvers.alice.approve(sign, as: "alice"), approvers.bob.approve(sign, as: "bob")])
       } == .unknownApprover)
-    _ = try await harness.sign(id, sign, [approvers.alice.approve(sign, as: "alice"), carol.approve(sign, as: "carol")])
+    _ = try await harness.sign(
+      id, sign, [approvers.alice.approve(sign, as: "alice"), carol.approve(sign, as: "carol")])
 
     let remove = try harness.envelope(id, .removeWallet).encoded()
     let current = try harness.wallet(id)
@@ -112,7 +118,9 @@ import Testing
       } == .thresholdNotMet)
     let removed = try await harness.vault.removeWallet(
       envelope: remove,
-      approvals: [try carol.approve(remove, as: "carol").encoded(), try approvers.alice.approve(remove, as: "alice").encoded()],
+      approvals: [
+        try carol.approve(remove, as: "carol").encoded(), try approvers.alice.approve(remove, as: "alice").encoded(),
+      ],
       walletData: current.encoding, proof: try harness.mirror.proof(ofWallet: id))
     #expect(removed.change.kind == .remove && removed.change.leaf.isZero && removed.walletData.isEmpty)
     try harness.receive(removed)
@@ -155,7 +163,9 @@ import Testing
     // All three: created, with their counters recorded.
     let id = try await harness.createWallet(approvers)
     #expect(
-      passkeyCounters(try harness.wallet(id).data) == ["alice": approvers.alice.signCount, "bob": approvers.bob.signCount])
+      passkeyCounters(try harness.wallet(id).data) == [
+        "alice": approvers.alice.signCount, "bob": approvers.bob.signCount,
+      ])
   }
 
   /// The real clock: a request that expires in five minutes is signed, one that expired a
@@ -168,10 +178,12 @@ import Testing
     let late = try harness.envelope(id, .signEIP1559(transfer()), expiry: now - 1).encoded()
     #expect(
       await refusal {
-        _ = try await harness.sign(id, late, [approvers.alice.approve(late, as: "alice"), approvers.bob.approve(late, as: "bob")])
+        _ = try await harness.sign(
+          id, late, [approvers.alice.approve(late, as: "alice"), approvers.bob.approve(late, as: "bob")])
       } == .expired)
     let fresh = try harness.envelope(id, .signEIP1559(transfer()), expiry: now + 300).encoded()
-    _ = try await harness.sign(id, fresh, [approvers.alice.approve(fresh, as: "alice"), approvers.bob.approve(fresh, as: "bob")])
+    _ = try await harness.sign(
+      id, fresh, [approvers.alice.approve(fresh, as: "alice"), approvers.bob.approve(fresh, as: "bob")])
   }
 
   /// Many requests in flight over many wallets, with proofs from trees that are already out
@@ -187,14 +199,19 @@ import Testing
     harness.vault.resetCommitStatistics()
     // Every request is prepared now, against the same tree: by the time most of them arrive,
     // the root has moved on and their proofs must be rebased.
-    var requests = [(id: UInt64, envelope: [UInt8], approvals: [[UInt8]], proof: WalletProof, data: [UInt8], sealed: [UInt8])]()
+    var requests = [
+      (id: UInt64, envelope: [UInt8], approvals: [[UInt8]], proof: WalletProof, data: [UInt8], sealed: [UInt8])
+    ]()
     for (id, approvers) in wallets {
       let wallet = try harness.wallet(id)
       let envelope = try harness.envelope(id, .signEIP1559(transfer())).encoded()
       requests.append(
         (
           id, envelope,
-          [try approvers.alice.approve(envelope, as: "alice").encoded(), try approvers.bob.approve(envelope, as: "bob").encoded()],
+          [
+            try approvers.alice.approve(envelope, as: "alice").encoded(),
+            try approvers.bob.approve(envelope, as: "bob").encoded(),
+          ],
           try harness.mirror.proof(ofWallet: id), wallet.encoding, wallet.sealedSeed
         ))
     }
@@ -237,7 +254,10 @@ import Testing
       try harness.envelope(id, .signEIP1559($0)).encoded()
     }
     let approvals = try envelopes.map { envelope in
-      [try approvers.alice.approve(envelope, as: "alice").encoded(), try approvers.bot.approve(envelope, as: "ops-bot").encoded()]
+      [
+        try approvers.alice.approve(envelope, as: "alice").encoded(),
+        try approvers.bot.approve(envelope, as: "ops-bot").encoded(),
+      ]
     }
     let outcomes = await withTaskGroup(of: Result<RequestResult, any Error>.self) { group in
       for index in 0..<2 {
@@ -285,7 +305,11 @@ import Testing
       let wallet = try harness.wallet(id)
       let envelope = try harness.envelope(id, .signEIP1559(transfer())).encoded()
       return (
-        envelope, [try approvers.alice.approve(envelope, as: "alice").encoded(), try approvers.bob.approve(envelope, as: "bob").encoded()],
+        envelope,
+        [
+          try approvers.alice.approve(envelope, as: "alice").encoded(),
+          try approvers.bob.approve(envelope, as: "bob").encoded(),
+        ],
         wallet.encoding, wallet.sealedSeed, try harness.mirror.proof(ofWallet: id)
       )
     }

@@ -84,7 +84,9 @@ import Testing
       to: try #require(EthereumAddress.parse(vector.to)), value: try #require(Amount(decimal: vector.value)),
       data: try VectorFile.hex(vector.data),
       accessList: try vector.accessList.map {
-        .init(address: try #require(EthereumAddress.parse($0.address)), storageKeys: try $0.storageKeys.map { try VectorFile.hex($0) })
+        .init(
+          address: try #require(EthereumAddress.parse($0.address)),
+          storageKeys: try $0.storageKeys.map { try VectorFile.hex($0) })
       })
   }
 
@@ -111,11 +113,13 @@ import Testing
       id: 1, threshold: 2, custodial: true, approvers: approvers.approvers, curve: .secp256k1, derivation: .bip32,
       requestNonce: 1)
     var encoding = try wallet.encoded()
-    var sealed = try sealer.seal(SecretBytes(try VectorFile.hex(vectors.seed)), walletHash: Hash256.sha256(encoding).bytes)
+    var sealed = try sealer.seal(
+      SecretBytes(try VectorFile.hex(vectors.seed)), walletHash: Hash256.sha256(encoding).bytes)
     var tree = MerkleTree()
     try tree.add(walletHash: Hash256.sha256(encoding))
     _ = try RootStateStore.initialize(
-      session: session, state: RootState(epoch: 0, leafCount: tree.leafCount, root: try tree.root()), logger: testLogger)
+      session: session, state: RootState(epoch: 0, leafCount: tree.leafCount, root: try tree.root()), logger: testLogger
+    )
     let vault = try CustodyVault(
       session: session, syncDirectory: nil, sessions: 2, clock: TestClock(noon), logger: testLogger)
 
@@ -131,7 +135,8 @@ import Testing
           try approvers.bot.approve(envelope, as: "ops-bot").encoded(),
         ], walletData: encoding, sealedSeed: sealed.bytes,
         proof: WalletProof(
-          siblings: try tree.proof(ofWallet: 1).siblings, anchor: RootAnchor(leafCount: tree.leafCount, root: try tree.root())))
+          siblings: try tree.proof(ofWallet: 1).siblings,
+          anchor: RootAnchor(leafCount: tree.leafCount, root: try tree.root())))
       encoding = result.walletData
       wallet = try WalletData.decode(encoding)
       sealed = try SealedSeed(bytes: result.sealedSeed)
@@ -160,7 +165,8 @@ import Testing
         secp.recoverECDSA(
           signature: Array(signature[0..<64]), recoveryID: signature[64] - 27,
           digest: EthereumSigning.personalMessageHash(message)))
-      #expect(EthereumAddress.checksummed(try EthereumSigning.address(ofPublicKey: recovered, secp: secp)) == vector.address)
+      #expect(
+        EthereumAddress.checksummed(try EthereumSigning.address(ofPublicKey: recovered, secp: secp)) == vector.address)
     }
     // Every signature moved the wallet's nonce and is durable.
     #expect(wallet.requestNonce == 1 + 5)
@@ -172,7 +178,8 @@ import Testing
     let transaction = EIP1559Transaction(
       chainID: 1, nonce: 0, maxPriorityFeePerGas: Amount(1), maxFeePerGas: Amount(0x0100), gasLimit: 21_000,
       to: [UInt8](repeating: 0xAA, count: 20), value: .zero, data: [0x7F],
-      accessList: [.init(address: [UInt8](repeating: 0xBB, count: 20), storageKeys: [[UInt8](repeating: 0, count: 32)])])
+      accessList: [.init(address: [UInt8](repeating: 0xBB, count: 20), storageKeys: [[UInt8](repeating: 0, count: 32)])]
+    )
     let items: [UInt8] =
       [0x01, 0x80, 0x01, 0x82, 0x01, 0x00, 0x82, 0x52, 0x08, 0x94] + [UInt8](repeating: 0xAA, count: 20)
       + [0x80, 0x7F] + [0xF8, 0x38, 0xF7, 0x94] + [UInt8](repeating: 0xBB, count: 20) + [0xE1, 0xA0]

@@ -36,7 +36,8 @@ import Testing
     var random = SplitMix64(seed: seed)
     var reference = Reference()
     for _ in 0..<30 { try reference.add(Self.leaf(&random)) }
-    var running = RunningRoot(durable: RootState(epoch: 0, leafCount: reference.tree.leafCount, root: try reference.tree.root()))
+    var running = RunningRoot(
+      durable: RootState(epoch: 0, leafCount: reference.tree.leafCount, root: try reference.tree.root()))
     // The server's trees as callers saw them: snapshot k is the tree after k changes.
     var snapshots = [reference.tree]
     var accepted = 0
@@ -76,7 +77,8 @@ import Testing
           && (try reference.tree.leaf(ofWallet: id)) == proof.leaf
         let outcome = Result { () throws(RequestError) in
           try running.update(
-            walletID: id, oldLeaf: proof.leaf, newLeaf: newLeaf, proof: WalletProof(siblings: proof.siblings, anchor: anchor))
+            walletID: id, oldLeaf: proof.leaf, newLeaf: newLeaf,
+            proof: WalletProof(siblings: proof.siblings, anchor: anchor))
         }
         switch outcome {
         case .success(let change):
@@ -105,23 +107,39 @@ import Testing
   @Test func invalidAndUnknownAnchors() throws {
     var reference = Reference()
     for index in 0..<5 { try reference.add(Hash256.sha256([UInt8(index)])) }
-    let running = RunningRoot(durable: RootState(epoch: 3, leafCount: reference.tree.leafCount, root: try reference.tree.root()))
+    let running = RunningRoot(
+      durable: RootState(epoch: 3, leafCount: reference.tree.leafCount, root: try reference.tree.root()))
     let proof = try reference.tree.proof(ofWallet: 2)
     var wrong = proof.siblings
     wrong[0] = Hash256.sha256([9])
     #expect(
-      refusal { _ = try running.verify(walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: wrong, anchor: reference.anchor)) }
+      refusal {
+        _ = try running.verify(
+          walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: wrong, anchor: reference.anchor))
+      }
         == .proofInvalid)
     #expect(
       refusal {
-        _ = try running.verify(walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: Array(proof.siblings.dropLast()), anchor: reference.anchor))
+        _ = try running.verify(
+          walletID: 2, leaf: proof.leaf,
+          proof: WalletProof(siblings: Array(proof.siblings.dropLast()), anchor: reference.anchor))
       } == .proofInvalid)
     #expect(
-      refusal { _ = try running.verify(walletID: 9, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor)) }
+      refusal {
+        _ = try running.verify(
+          walletID: 9, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor))
+      }
         == .proofInvalid)
     let unknown = RootAnchor(leafCount: reference.tree.leafCount, root: Hash256.sha256([7]))
-    #expect(refusal { _ = try running.verify(walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: unknown)) } == .staleProof)
-    #expect(try running.verify(walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor)) == 10, "wallet 2 of 5 sits at node 10")
+    #expect(
+      refusal {
+        _ = try running.verify(
+          walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: unknown))
+      } == .staleProof)
+    #expect(
+      try running.verify(
+        walletID: 2, leaf: proof.leaf, proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor)) == 10,
+      "wallet 2 of 5 sits at node 10")
   }
 
   /// The window: a root older than the kept changes is stale; the changes after the durable
@@ -129,13 +147,16 @@ import Testing
   @Test func windowAndRollback() throws {
     var reference = Reference()
     for index in 0..<8 { try reference.add(Hash256.sha256([UInt8(index)])) }
-    var running = RunningRoot(durable: RootState(epoch: 0, leafCount: reference.tree.leafCount, root: try reference.tree.root()), window: 8)
+    var running = RunningRoot(
+      durable: RootState(epoch: 0, leafCount: reference.tree.leafCount, root: try reference.tree.root()), window: 8)
     let first = reference.tree
     var random = SplitMix64(seed: 42)
     func change(_ id: UInt64) throws {
       let proof = try reference.tree.proof(ofWallet: id)
       let leaf = Self.leaf(&random)
-      _ = try running.update(walletID: id, oldLeaf: proof.leaf, newLeaf: leaf, proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor))
+      _ = try running.update(
+        walletID: id, oldLeaf: proof.leaf, newLeaf: leaf,
+        proof: WalletProof(siblings: proof.siblings, anchor: reference.anchor))
       try reference.set(id, leaf)
     }
     // 20 pending changes: nothing committed, so nothing may leave the log.
@@ -149,7 +170,8 @@ import Testing
       refusal {
         _ = try running.update(
           walletID: 8, oldLeaf: old.leaf, newLeaf: .zero,
-          proof: WalletProof(siblings: old.siblings, anchor: RootAnchor(leafCount: first.leafCount, root: try first.root())))
+          proof: WalletProof(
+            siblings: old.siblings, anchor: RootAnchor(leafCount: first.leafCount, root: try first.root())))
       } == .staleProof)
     // Roll back the 20 pending changes: the running root is the durable one again, and the
     // roots of the discarded changes are unknown.

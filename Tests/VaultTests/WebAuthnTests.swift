@@ -20,7 +20,8 @@ import Testing
   }
 
   static func specVector() throws -> SpecVector {
-    let url = try #require(Bundle.module.url(forResource: "webauthn-l3-es256.json", withExtension: nil, subdirectory: "Vectors"))
+    let url = try #require(
+      Bundle.module.url(forResource: "webauthn-l3-es256.json", withExtension: nil, subdirectory: "Vectors"))
     return try JSONDecoder().decode(SpecVector.self, from: Data(contentsOf: url))
   }
 
@@ -64,10 +65,12 @@ import Testing
     // the signature, another origin list.
     var otherChallenge = challenge
     otherChallenge[0] ^= 1
-    #expect(refusal { _ = try WebAuthn.verify(assertion, passkey: passkey, challenge: otherChallenge) } == .challengeMismatch)
+    #expect(
+      refusal { _ = try WebAuthn.verify(assertion, passkey: passkey, challenge: otherChallenge) } == .challengeMismatch)
     var strict = passkey
     strict.requireUserVerification = true
-    #expect(refusal { _ = try WebAuthn.verify(assertion, passkey: strict, challenge: challenge) } == .userVerificationMissing)
+    #expect(
+      refusal { _ = try WebAuthn.verify(assertion, passkey: strict, challenge: challenge) } == .userVerificationMissing)
     var damaged = assertion
     damaged.signature[10] ^= 0x40
     #expect(refusal { _ = try WebAuthn.verify(damaged, passkey: passkey, challenge: challenge) } == .badSignature)
@@ -87,11 +90,13 @@ import Testing
     #expect(try WebAuthn.verify(first, passkey: passkey, challenge: challenge) == 1)
     var advanced = passkey
     advanced.signCount = 1
-    #expect(try WebAuthn.verify(authenticator.assert(challenge: challenge), passkey: advanced, challenge: challenge) == 2)
+    #expect(
+      try WebAuthn.verify(authenticator.assert(challenge: challenge), passkey: advanced, challenge: challenge) == 2)
     // A passkey that keeps no counter (zero on both sides) passes every time.
     let synced = try SoftwareAuthenticator(algorithm, countsSignatures: false)
     for _ in 0..<2 {
-      #expect(try WebAuthn.verify(synced.assert(challenge: challenge), passkey: synced.passkey(), challenge: challenge) == 0)
+      #expect(
+        try WebAuthn.verify(synced.assert(challenge: challenge), passkey: synced.passkey(), challenge: challenge) == 0)
     }
   }
 
@@ -101,7 +106,10 @@ import Testing
     let passkey = authenticator.passkey()
     let challenge = Hashes.sha256(Array("the request".utf8))
     func check(_ options: SoftwareAuthenticator.Options, _ passkey: Passkey = passkey) -> RequestError.Code? {
-      refusal { _ = try WebAuthn.verify(authenticator.assert(challenge: challenge, options: options), passkey: passkey, challenge: challenge) }
+      refusal {
+        _ = try WebAuthn.verify(
+          authenticator.assert(challenge: challenge, options: options), passkey: passkey, challenge: challenge)
+      }
     }
     var options = SoftwareAuthenticator.Options()
     options.type = "webauthn.create"
@@ -110,7 +118,8 @@ import Testing
     options.challenge = Hashes.sha256(Array("another request".utf8))
     #expect(
       refusal {
-        _ = try WebAuthn.verify(authenticator.assert(challenge: options.challenge!), passkey: passkey, challenge: challenge)
+        _ = try WebAuthn.verify(
+          authenticator.assert(challenge: options.challenge!), passkey: passkey, challenge: challenge)
       } == .challengeMismatch)
     options = .init()
     options.origin = "https://evil.example"
@@ -141,13 +150,17 @@ import Testing
     let good = authenticator.assert(challenge: challenge)
     var otherCredential = good
     otherCredential.credentialID[0] ^= 1
-    #expect(refusal { _ = try WebAuthn.verify(otherCredential, passkey: passkey, challenge: challenge) } == .unknownApprover)
+    #expect(
+      refusal { _ = try WebAuthn.verify(otherCredential, passkey: passkey, challenge: challenge) } == .unknownApprover)
     var backupState = good
     backupState.authenticatorData[32] |= 0x10
-    #expect(refusal { _ = try WebAuthn.verify(backupState, passkey: passkey, challenge: challenge) } == .backupFlagsInconsistent)
+    #expect(
+      refusal { _ = try WebAuthn.verify(backupState, passkey: passkey, challenge: challenge) }
+        == .backupFlagsInconsistent)
     var short = good
     short.authenticatorData.removeLast()
-    #expect(refusal { _ = try WebAuthn.verify(short, passkey: passkey, challenge: challenge) } == .malformedAuthenticatorData)
+    #expect(
+      refusal { _ = try WebAuthn.verify(short, passkey: passkey, challenge: challenge) } == .malformedAuthenticatorData)
     var forgedFlags = good
     forgedFlags.authenticatorData[32] |= 0x08  // BE set after signing: the signature no longer holds
     #expect(refusal { _ = try WebAuthn.verify(forgedFlags, passkey: passkey, challenge: challenge) } == .badSignature)
@@ -167,11 +180,15 @@ import Testing
     let passkey = try SoftwareAuthenticator(.es256)
     let approvers = [passkey.approver("alice"), p256.approver("bot-a"), ed25519.approver("bot-b")]
     let approvals = [p256.approve(envelope, as: "bot-a"), ed25519.approve(envelope, as: "bot-b")]
-    #expect(try ApprovalCheck.verify(envelope: envelope, approvals: approvals, approvers: approvers, required: 2) == approvers)
+    #expect(
+      try ApprovalCheck.verify(envelope: envelope, approvals: approvals, approvers: approvers, required: 2) == approvers
+    )
     var changed = envelope
     changed[changed.count - 1] ^= 1
     #expect(
-      refusal { _ = try ApprovalCheck.verify(envelope: changed, approvals: approvals, approvers: approvers, required: 2) }
+      refusal {
+        _ = try ApprovalCheck.verify(envelope: changed, approvals: approvals, approvers: approvers, required: 2)
+      }
         == .badSignature)
     // A bot's signature where a passkey is enrolled, and the other way round.
     #expect(
@@ -188,7 +205,8 @@ import Testing
     #expect(
       refusal {
         _ = try ApprovalCheck.verify(
-          envelope: envelope, approvals: [try SoftwareBot(.ed25519).approve(envelope, as: "bot-b")], approvers: approvers,
+          envelope: envelope, approvals: [try SoftwareBot(.ed25519).approve(envelope, as: "bot-b")],
+          approvers: approvers,
           required: 1)
       } == .badSignature)
   }
@@ -201,7 +219,10 @@ import Testing
     let parsed = try parse(
       #" { "type" : "webauthn.get", "challenge":"YWJj", "origin":"https:\/\/a.example\u0021", "crossOrigin":false, "extra":[1,-2.5e3,{"n":null,"t":true}], "x\ud83d\ude00":"\u00e9" } "#
     ).get()
-    #expect(parsed == ClientData(type: "webauthn.get", challenge: "YWJj", origin: "https://a.example!", crossOrigin: false, topOrigin: nil))
+    #expect(
+      parsed
+        == ClientData(
+          type: "webauthn.get", challenge: "YWJj", origin: "https://a.example!", crossOrigin: false, topOrigin: nil))
     for bad in [
       #"{"type":"webauthn.get","challenge":"a","origin":"o","origin":"p"}"#,  // duplicate member
       #"{"type":"webauthn.get","challenge":"a","origin":"o"} x"#,  // trailing bytes

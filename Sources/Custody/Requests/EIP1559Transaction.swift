@@ -79,7 +79,8 @@ public struct EIP1559Transaction: Sendable, Hashable {
     guard maxPriorityFeePerGas <= maxFeePerGas else {
       throw WalletDataError(
         .invalidValue, field: path["maxPriorityFeePerGas"].text,
-        "the tip \(maxPriorityFeePerGas) exceeds the max fee \(maxFeePerGas) (EIP-1559 makes such a transaction invalid)")
+        "the tip \(maxPriorityFeePerGas) exceeds the max fee \(maxFeePerGas) (EIP-1559 makes such a transaction invalid)"
+      )
     }
     guard data.count <= EIP1559Transaction.maxDataLength else {
       throw WalletDataError(

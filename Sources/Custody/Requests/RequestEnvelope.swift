@@ -254,8 +254,10 @@ public struct WalletConfigurationChange: Sendable, Hashable {
   }
 
   func validate() throws(WalletDataError) {
-    try applied(to: WalletData(id: 1, threshold: 1, custodial: true, approvers: [], curve: .secp256k1, derivation: .bip32))
-      .validate()
+    try applied(
+      to: WalletData(id: 1, threshold: 1, custodial: true, approvers: [], curve: .secp256k1, derivation: .bip32)
+    )
+    .validate()
   }
 }
 

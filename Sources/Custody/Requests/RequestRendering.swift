@@ -19,7 +19,8 @@ extension RequestEnvelope {
       line("Operation", "create a wallet")
       line("Approvals", "\(configuration.threshold) of \(configuration.approvers.count) approvers", indent: 2)
       line(
-        "Keys", "\(configuration.curve.rawValue), \(configuration.derivation.rawValue) derivation"
+        "Keys",
+        "\(configuration.curve.rawValue), \(configuration.derivation.rawValue) derivation"
           + (configuration.custodial ? ", custodial" : ", non-custodial (2-party)"), indent: 2)
       lines += RequestEnvelope.renderApprovers(configuration.approvers)
       lines += RequestEnvelope.renderPolicy(configuration.policy)
@@ -48,7 +49,8 @@ extension RequestEnvelope {
       } else {
         for entry in transaction.accessList {
           line(
-            "Access list", EthereumAddress.checksummed(entry.address)
+            "Access list",
+            EthereumAddress.checksummed(entry.address)
               + (entry.storageKeys.isEmpty
                 ? "" : " slots " + entry.storageKeys.map { "0x" + Hex.encode($0) }.joined(separator: ", ")),
             indent: 2)
@@ -94,7 +96,9 @@ extension RequestEnvelope {
         + (policy.destinationAllowlist.isEmpty ? "any" : policy.destinationAllowlist.joined(separator: ", ")))
     lines.append(
       "  Hours (UTC):     "
-        + (policy.timeOfDay.map { "from \(TimeOfDayWindow.clockText($0.fromMinute)) to \(TimeOfDayWindow.clockText($0.toMinute))" } ?? "any time"))
+        + (policy.timeOfDay.map {
+          "from \(TimeOfDayWindow.clockText($0.fromMinute)) to \(TimeOfDayWindow.clockText($0.toMinute))"
+        } ?? "any time"))
     return lines
   }
 
@@ -120,7 +124,8 @@ extension RequestEnvelope {
 
   /// Printable UTF-8 in quotes, anything else as hex.
   static func describeMessage(_ message: [UInt8]) -> String {
-    let printable = message.withUnsafeBytes { CBORReader.isValidUTF8($0) }
+    let printable =
+      message.withUnsafeBytes { CBORReader.isValidUTF8($0) }
       && !message.contains { $0 < 0x20 && $0 != 0x0A || $0 == 0x7F }
     return printable
       ? "\(message.count) bytes of text " + CBOR.quoted(String(decoding: message, as: UTF8.self))
@@ -142,6 +147,7 @@ extension RequestEnvelope {
     let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
     let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
     func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
-    return "\(year)-\(two(Int(month)))-\(two(Int(day))) \(two(rest / 3600)):\(two(rest / 60 % 60)):\(two(rest % 60)) UTC"
+    return
+      "\(year)-\(two(Int(month)))-\(two(Int(day))) \(two(rest / 3600)):\(two(rest / 60 % 60)):\(two(rest % 60)) UTC"
   }
 }

@@ -48,7 +48,8 @@ public final class SoftwareAuthenticator: Sendable {
     self.verifiesUser = verifiesUser
     switch algorithm {
     case .es256:
-      key = .p256(try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
+      key = .p256(
+        try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
     case .edDSA:
       key = .ed25519(
         try privateKey.map { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
@@ -131,7 +132,9 @@ public final class SoftwareAuthenticator: Sendable {
     if options.userVerified ?? verifiesUser { flags |= 0x04 }
     var authenticatorData = Hash256.sha256(Array((options.rpID ?? rpID).utf8)).bytes
     authenticatorData.append(flags)
-    for shift in stride(from: 24, through: 0, by: -8) { authenticatorData.append(UInt8(truncatingIfNeeded: count >> UInt32(shift))) }
+    for shift in stride(from: 24, through: 0, by: -8) {
+      authenticatorData.append(UInt8(truncatingIfNeeded: count >> UInt32(shift)))
+    }
     let clientData = SoftwareAuthenticator.clientDataJSON(
       type: options.type, challenge: challenge, origin: options.origin ?? origin, crossOrigin: options.crossOrigin)
     let signed = authenticatorData + Hash256.sha256(clientData).bytes
@@ -184,7 +187,8 @@ public final class SoftwareBot: Sendable {
   public init(_ algorithm: BotKey.Algorithm, privateKey: [UInt8]? = nil) throws {
     switch algorithm {
     case .p256:
-      key = .p256(try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
+      key = .p256(
+        try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
     case .ed25519:
       key = .ed25519(
         try privateKey.map { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }

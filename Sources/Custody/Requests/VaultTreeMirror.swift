@@ -58,7 +58,8 @@ public struct VaultTreeMirror<Store: MerkleNodeStore> {
     case .add:
       guard change.walletID == tree.nextWalletID else {
         throw MerkleError(
-          .walletIDMismatch, "change \(change.sequence) adds wallet \(change.walletID), the tree's next is \(tree.nextWalletID)")
+          .walletIDMismatch,
+          "change \(change.sequence) adds wallet \(change.walletID), the tree's next is \(tree.nextWalletID)")
       }
       try tree.add(walletHash: change.leaf)
     case .update, .remove:

@@ -24,7 +24,9 @@ enum WebAuthn {
     _ assertion: PasskeyAssertion, passkey: Passkey, challenge: [UInt8]
   ) throws(RequestError) -> UInt32 {
     guard assertion.credentialID == passkey.credentialID else {
-      throw RequestError(.unknownApprover, "the assertion is by credential \(Hex.encode(assertion.credentialID.prefix(8))), not the enrolled one")
+      throw RequestError(
+        .unknownApprover,
+        "the assertion is by credential \(Hex.encode(assertion.credentialID.prefix(8))), not the enrolled one")
     }
     let clientData = try ClientData.parse(assertion.clientDataJSON)
     guard clientData.type == "webauthn.get" else {
@@ -33,19 +35,22 @@ enum WebAuthn {
     guard clientData.challenge.utf8.elementsEqual(Base64URL.encodedBytes(challenge)) else {
       throw RequestError(
         .challengeMismatch,
-        "the assertion's challenge is not SHA-256 of this request: the request was changed after it was approved, or the approval is for another request")
+        "the assertion's challenge is not SHA-256 of this request: the request was changed after it was approved, or the approval is for another request"
+      )
     }
     guard passkey.allowedOrigins.contains(clientData.origin) else {
       throw RequestError(
         .wrongOrigin,
-        "origin '\(clientData.origin)' is not one the passkey allows (\(passkey.allowedOrigins.joined(separator: ", ")))")
+        "origin '\(clientData.origin)' is not one the passkey allows (\(passkey.allowedOrigins.joined(separator: ", ")))"
+      )
     }
     guard clientData.crossOrigin != true, clientData.topOrigin == nil else {
       throw RequestError(.crossOriginRefused, "the approval was made in a page embedded in another origin's page")
     }
     let data = assertion.authenticatorData
     guard data.count >= 37 else {
-      throw RequestError(.malformedAuthenticatorData, "authenticatorData has \(data.count) bytes; at least 37 are needed")
+      throw RequestError(
+        .malformedAuthenticatorData, "authenticatorData has \(data.count) bytes; at least 37 are needed")
     }
     let rpIDHash = Hash256.sha256(Array(passkey.rpID.utf8))
     guard Hash256(data[0..<32]) == rpIDHash else {
@@ -81,7 +86,8 @@ enum WebAuthn {
       guard counter > passkey.signCount else {
         throw RequestError(
           .signCounterNotIncreasing,
-          "the signature counter is \(counter) after \(passkey.signCount): a cloned authenticator or a replayed assertion")
+          "the signature counter is \(counter) after \(passkey.signCount): a cloned authenticator or a replayed assertion"
+        )
       }
     }
     return counter
@@ -146,7 +152,8 @@ enum ApprovalCheck {
         }
       default:
         throw RequestError(
-          .unknownApprover, "'\(approval.approverID)' is enrolled with another kind of credential than it approved with")
+          .unknownApprover, "'\(approval.approverID)' is enrolled with another kind of credential than it approved with"
+        )
       }
     }
     return updated

@@ -32,13 +32,15 @@ enum PolicyCheck {
       guard window.contains(minute: minute) else {
         throw RequestError(
           .outsideTimeWindow,
-          "signing is allowed from \(TimeOfDayWindow.clockText(window.fromMinute)) to \(TimeOfDayWindow.clockText(window.toMinute)) UTC; it is \(TimeOfDayWindow.clockText(minute)) UTC")
+          "signing is allowed from \(TimeOfDayWindow.clockText(window.fromMinute)) to \(TimeOfDayWindow.clockText(window.toMinute)) UTC; it is \(TimeOfDayWindow.clockText(minute)) UTC"
+        )
       }
     }
     guard let spend else { return state }
     if let limit = policy.perTransactionLimit, spend.value > limit {
       throw RequestError(
-        .perTransactionLimitExceeded, "the transaction moves \(spend.value) wei; one transaction may move at most \(limit)")
+        .perTransactionLimitExceeded,
+        "the transaction moves \(spend.value) wei; one transaction may move at most \(limit)")
     }
     if !policy.destinationAllowlist.isEmpty {
       let allowed = policy.destinationAllowlist.contains { EthereumAddress.parse($0) == spend.destination }
@@ -60,7 +62,8 @@ enum PolicyCheck {
     guard total <= window.limit else {
       throw RequestError(
         .rollingLimitExceeded,
-        "\(total) wei within \(window.seconds) seconds (this transaction included) exceeds the window's limit of \(window.limit)")
+        "\(total) wei within \(window.seconds) seconds (this transaction included) exceeds the window's limit of \(window.limit)"
+      )
     }
     var next = PolicyState(spent: recent)
     if spend.value != .zero {

@@ -261,7 +261,8 @@ public struct ApproveBenchmark {
     let publicKey = try secret.withUnsafeBytes { try secp.publicKey(secret: $0) }
     return try await rate(tasks: options.concurrency, seconds: 2) {
       for assertion in assertions {
-        guard WebAuthn.verifyP256(signatureDER: assertion.signature, over: assertion.signed, rawPublicKey: assertion.key)
+        guard
+          WebAuthn.verifyP256(signatureDER: assertion.signature, over: assertion.signed, rawPublicKey: assertion.key)
         else { throw BenchError("a sample assertion did not verify") }
       }
       let (signature, _) = try secret.withUnsafeBytes { try secp.signECDSA(digest: digest, secret: $0) }
@@ -288,7 +289,9 @@ public struct ApproveBenchmark {
   }
 
   /// Calls `body` from `tasks` tasks for about `seconds` seconds; calls per second.
-  func rate(tasks: Int, seconds duration: Double, _ body: @escaping @Sendable () async throws -> Void) async throws
+  func rate(
+    tasks: Int, seconds duration: Double, _ body: @escaping @Sendable () async throws -> Void
+  ) async throws
     -> Double
   {
     let deadline = ContinuousClock.now + .milliseconds(Int(duration * 1000))
@@ -312,7 +315,9 @@ public struct ApproveBenchmark {
   // MARK: Stages
 
   /// Each stage of one request alone, on one thread, in microseconds per request.
-  func stageTimes(vault: CustodyVault, server: Server, client: Client) async throws -> [(name: String, microseconds: Double)] {
+  func stageTimes(
+    vault: CustodyVault, server: Server, client: Client
+  ) async throws -> [(name: String, microseconds: Double)] {
     let sample = try prepare(client, server: server, pair: 0)
     let (encoding, sealedBytes, proof) = try server.withMirror { mirror in
       let entry = mirror.wallets[client.walletID]!

@@ -72,7 +72,9 @@ public enum EthereumSigning {
   static func unsignedItems(_ transaction: EIP1559Transaction) -> [[UInt8]] {
     let accessList = RLP.encode(
       list: transaction.accessList.map { entry in
-        RLP.encode(list: [RLP.encode(bytes: entry.address), RLP.encode(list: entry.storageKeys.map { RLP.encode(bytes: $0) })])
+        RLP.encode(list: [
+          RLP.encode(bytes: entry.address), RLP.encode(list: entry.storageKeys.map { RLP.encode(bytes: $0) }),
+        ])
       })
     return [
       RLP.encode(uint: transaction.chainID), RLP.encode(uint: transaction.nonce),
@@ -94,7 +96,8 @@ public enum EthereumSigning {
 
   /// The raw signed transaction `0x02 || rlp([..., y parity, r, s])`, as `eth_sendRawTransaction`
   /// takes it. `signature` is r || s (64 bytes), `yParity` 0 or 1.
-  public static func signedTransaction(_ transaction: EIP1559Transaction, signature: [UInt8], yParity: UInt8) -> [UInt8] {
+  public static func signedTransaction(_ transaction: EIP1559Transaction, signature: [UInt8], yParity: UInt8) -> [UInt8]
+  {
     let items =
       unsignedItems(transaction) + [
         RLP.encode(uint: UInt64(yParity)), RLP.encode(bytes: signature[0..<32].drop { $0 == 0 }),

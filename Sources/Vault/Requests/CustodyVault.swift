@@ -128,7 +128,8 @@ public final class CustodyVault: Sendable {
     let applied = try await commits.update(
       walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof)
     logger.info(
-      "wallet configuration changed", metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
+      "wallet configuration changed",
+      metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
     return RequestResult(output: [], walletData: encoding, sealedSeed: resealed.bytes, change: applied)
   }
 
@@ -143,7 +144,8 @@ public final class CustodyVault: Sendable {
     }
     let applied = try await commits.update(
       walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: .zero, proof: proof)
-    logger.info("wallet removed", metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
+    logger.info(
+      "wallet removed", metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
     return RequestResult(output: [], walletData: [], sealedSeed: [], change: applied)
   }
 
@@ -170,13 +172,15 @@ public final class CustodyVault: Sendable {
     }
     let wallet = request.wallet
     guard wallet.custodial else {
-      throw RequestError(.unsupported, "wallet \(wallet.id) is non-custodial; this version signs for custodial wallets only")
+      throw RequestError(
+        .unsupported, "wallet \(wallet.id) is non-custodial; this version signs for custodial wallets only")
     }
     guard wallet.curve == .secp256k1 else {
       throw RequestError(.unsupported, "wallet \(wallet.id) has ed25519 keys; Ethereum signs with secp256k1")
     }
     var updated = wallet
-    updated.policyState = try PolicyCheck.check(wallet.policy, state: wallet.policyState, spend: spend, now: request.now)
+    updated.policyState = try PolicyCheck.check(
+      wallet.policy, state: wallet.policyState, spend: spend, now: request.now)
     updated.requestNonce = envelope.nonce
     updated.approvers = request.approvers
     let encoding = try CustodyVault.encode(updated)
@@ -203,9 +207,14 @@ public final class CustodyVault: Sendable {
     default:
       output = signature.signature + [27 + recoveryID]
     }
-    let applied = try await commits.update(walletID: wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof)
+    let applied = try await commits.update(
+      walletID: wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof)
     logger.debug(
-      "signed", metadata: ["wallet.id": "\(wallet.id)", "vault.operation": "\(envelope.operation.name)", "vault.sequence": "\(applied.sequence)"])
+      "signed",
+      metadata: [
+        "wallet.id": "\(wallet.id)", "vault.operation": "\(envelope.operation.name)",
+        "vault.sequence": "\(applied.sequence)",
+      ])
     return RequestResult(output: output, walletData: encoding, sealedSeed: resealed.bytes, change: applied)
   }
 
@@ -257,7 +266,8 @@ public final class CustodyVault: Sendable {
     let approvers = try ApprovalCheck.verify(
       envelope: envelopeBytes, approvals: approvals, approvers: wallet.approvers, required: Int(wallet.threshold))
     guard envelope.walletID == wallet.id else {
-      throw RequestError(.walletMismatch, "the request is for wallet \(envelope.walletID), the wallet data for \(wallet.id)")
+      throw RequestError(
+        .walletMismatch, "the request is for wallet \(envelope.walletID), the wallet data for \(wallet.id)")
     }
     guard envelope.walletHash == walletHash else {
       throw RequestError(

@@ -58,7 +58,9 @@ final class GroupCommit: @unchecked Sendable {
   }
 
   /// Applies a wallet's new leaf to the running root and returns once it is durable.
-  func update(walletID: UInt64, oldLeaf: Hash256, newLeaf: Hash256, proof: WalletProof) async throws -> AppliedWalletChange {
+  func update(
+    walletID: UInt64, oldLeaf: Hash256, newLeaf: Hash256, proof: WalletProof
+  ) async throws -> AppliedWalletChange {
     try await submit { root throws(RequestError) in
       try root.update(walletID: walletID, oldLeaf: oldLeaf, newLeaf: newLeaf, proof: proof)
     }

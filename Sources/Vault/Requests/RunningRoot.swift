@@ -86,7 +86,8 @@ struct RunningRoot {
     guard let sequence = sequence(of: anchor) else {
       throw RequestError(
         .staleProof,
-        "the proof was made against a root the vault no longer holds (\(anchor)); its window keeps the last \(window) changes: fetch a new proof")
+        "the proof was made against a root the vault no longer holds (\(anchor)); its window keeps the last \(window) changes: fetch a new proof"
+      )
     }
     return sequence
   }
@@ -102,7 +103,8 @@ struct RunningRoot {
         .proofInvalid, "wallet \(walletID) is not in a tree of \(proof.anchor.leafCount) leaves")
     }
     let node = Merkle.node(ofWallet: walletID, leafCount: proof.anchor.leafCount)
-    try RunningRoot.check(leaf: leaf, node: node, siblings: proof.siblings, root: proof.anchor.root, what: "wallet \(walletID)'s leaf")
+    try RunningRoot.check(
+      leaf: leaf, node: node, siblings: proof.siblings, root: proof.anchor.root, what: "wallet \(walletID)'s leaf")
     return node
   }
 
@@ -111,7 +113,8 @@ struct RunningRoot {
     guard proof.anchor.leafCount == running.leafCount else {
       throw RequestError(
         .staleProof,
-        "the add was prepared for a tree of \(proof.anchor.leafCount) leaves; the vault's has \(running.leafCount) now: fetch a new proof")
+        "the add was prepared for a tree of \(proof.anchor.leafCount) leaves; the vault's has \(running.leafCount) now: fetch a new proof"
+      )
     }
     _ = try anchorSequence(proof.anchor)
     try RunningRoot.check(
@@ -119,11 +122,13 @@ struct RunningRoot {
       what: "the current leaf")
   }
 
-  static func check(leaf: Hash256, node: UInt64, siblings: [Hash256], root: Hash256, what: String) throws(RequestError) {
+  static func check(leaf: Hash256, node: UInt64, siblings: [Hash256], root: Hash256, what: String) throws(RequestError)
+  {
     let depth = Merkle.depth(of: node)
     guard siblings.count == depth else {
       throw RequestError(
-        .proofInvalid, "\(what) is at \(Merkle.path(to: node)), depth \(depth), but \(siblings.count) siblings were given")
+        .proofInvalid,
+        "\(what) is at \(Merkle.path(to: node)), depth \(depth), but \(siblings.count) siblings were given")
     }
     guard Merkle.root(from: leaf, at: node, siblings: siblings) == root else {
       throw RequestError(.proofInvalid, "\(what) and its siblings do not give the root the proof names (\(root.hex))")
@@ -140,7 +145,8 @@ struct RunningRoot {
     let node = try verify(walletID: walletID, leaf: oldLeaf, proof: proof)
     var siblings = proof.siblings
     var leaf = oldLeaf
-    try rebase(from: try anchorSequence(proof.anchor), node: node, siblings: &siblings, leaf: &leaf, leafMayChange: false)
+    try rebase(
+      from: try anchorSequence(proof.anchor), node: node, siblings: &siblings, leaf: &leaf, leafMayChange: false)
     guard Merkle.node(ofWallet: walletID, leafCount: running.leafCount) == node,
       Merkle.root(from: leaf, at: node, siblings: siblings) == running.root
     else {
@@ -153,7 +159,9 @@ struct RunningRoot {
 
   /// Rebases `proof` onto the running root and adds wallet `walletID` (which must be the
   /// running leaf count) with leaf `newLeaf`. Nothing changes when it throws.
-  mutating func add(walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof) throws(RequestError) -> AppliedWalletChange {
+  mutating func add(
+    walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof
+  ) throws(RequestError) -> AppliedWalletChange {
     try verifyAdd(proof)
     guard walletID == running.leafCount else {
       throw RequestError(
@@ -165,7 +173,8 @@ struct RunningRoot {
     let node = Merkle.currentLeaf(leafCount: running.leafCount)
     var siblings = proof.siblings
     var leaf = proof.leaf
-    try rebase(from: try anchorSequence(proof.anchor), node: node, siblings: &siblings, leaf: &leaf, leafMayChange: true)
+    try rebase(
+      from: try anchorSequence(proof.anchor), node: node, siblings: &siblings, leaf: &leaf, leafMayChange: true)
     guard Merkle.root(from: leaf, at: node, siblings: siblings) == running.root else {
       throw RequestError(.staleProof, "the current leaf's proof does not carry onto the running root")
     }

@@ -18,7 +18,8 @@ final class SessionPool: @unchecked Sendable {
   init(beside session: Session, count: Int, logger: Logger) throws {
     var vaults = [WalletVault]()
     for _ in 0..<max(count, 1) {
-      vaults.append(try WalletVault(session: try session.module.openSession(session.slot, readWrite: true), logger: logger))
+      vaults.append(
+        try WalletVault(session: try session.module.openSession(session.slot, readWrite: true), logger: logger))
     }
     self.vaults = vaults
     free = Array(vaults.indices)
