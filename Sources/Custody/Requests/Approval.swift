@@ -90,37 +90,22 @@ public struct Approval: Sendable, Hashable {
   /// this shape is refused.
   public static func decode(_ bytes: [UInt8]) throws(RequestEnvelopeError) -> Approval {
     let result = bytes.withUnsafeBytes { raw in
-      Result { () throws(WalletDataError) -> Approval in try decodeFields(raw) }
+      Result { () throws(WalletDataError) -> Approval in
+        try WalletReader.read(raw) { reader throws(WalletDataError) in try decodeFields(&reader) }
+      }
     }
     let approval: Approval
     do {
       approval = try result.get()
     } catch {
-      if error.code != .cbor, (try? CBORDecoder().decode(bytes)) == nil {
-        throw RequestEnvelopeError(.cbor, field: "approval", "not deterministic CBOR")
-      }
       throw RequestEnvelopeError(wrapping: error, under: "approval")
     }
     try approval.validate()
     return approval
   }
 
-  private static func decodeFields(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> Approval {
-    var reader = try WalletReader(buffer)
-    let whole = FieldPath()
-    let top = try reader.head(whole)
-    guard top.major == 4, top.argument == 3 else {
-      throw WalletDataError(.wrongDomain, field: "", "an approval is a 3-item array [\"\(domain)\", version, fields]")
-    }
-    let tag = try reader.head(whole)
-    guard tag.major == 3, try reader.text(of: tag, whole) == domain else {
-      throw WalletDataError(.wrongDomain, field: "", "the array does not open with the domain tag \"\(domain)\"")
-    }
-    let version = try reader.unsigned(FieldPath("version"))
-    guard version == currentVersion else {
-      throw WalletDataError(.unsupportedVersion, field: "version", "approval version \(version) is not supported")
-    }
-    var fields = try reader.map(whole)
+  private static func decodeFields(_ reader: inout WalletReader) throws(WalletDataError) -> Approval {
+    var fields = try reader.object("approval", domain: domain, version: currentVersion)
     let id = try reader.text(0, "approverID", in: &fields)
     let proof: Proof
     if try reader.either(1, "kind", in: &fields, "passkey", "bot") {
@@ -134,7 +119,6 @@ public struct Approval: Sendable, Hashable {
       proof = .bot(signature: try reader.bytes(2, "signature", in: &fields))
     }
     try reader.end(&fields)
-    try reader.finish()
     return Approval(approverID: id, proof: proof)
   }
 }

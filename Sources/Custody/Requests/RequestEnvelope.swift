@@ -321,26 +321,11 @@ public struct ChainData: Sendable, Hashable {
   }
 }
 
-/// A request encoding or value that is refused: which field and which rule.
+/// A request encoding or value that is refused: which field and which rule. The rules are
+/// those of every Custos object's encoding, so the codes are wallet data's
+/// (`WalletDataError.Code`), with `unknownOperation` for an operation this version lacks.
 public struct RequestEnvelopeError: Error, Hashable, Sendable, CustomStringConvertible {
-  /// What kind of failure this is. Extensible: new codes are added as static members.
-  public struct Code: Hashable, Sendable, CustomStringConvertible {
-    public let name: String
-    public init(_ name: String) { self.name = name }
-    public var description: String { name }
-
-    /// Not deterministic CBOR (the message carries the CBOR rule and offset).
-    public static let cbor = Code("cbor")
-    /// Not a request: the domain tag or the outer shape is wrong.
-    public static let wrongDomain = Code("wrongDomain")
-    public static let unsupportedVersion = Code("unsupportedVersion")
-    public static let missingField = Code("missingField")
-    public static let unknownField = Code("unknownField")
-    public static let wrongType = Code("wrongType")
-    public static let invalidValue = Code("invalidValue")
-    /// An operation name this version does not know.
-    public static let unknownOperation = Code("unknownOperation")
-  }
+  public typealias Code = WalletDataError.Code
 
   public let code: Code
   /// The field, as a path (`operation.approvers[1].rpID`); empty for the whole request.
@@ -353,28 +338,22 @@ public struct RequestEnvelopeError: Error, Hashable, Sendable, CustomStringConve
     self.reason = reason
   }
 
-  /// A wallet-data rule broken inside the request (the wallet reader's and the wallet
-  /// rules' errors), with its field put under `prefix` when one is given.
+  /// A rule broken while reading the request or checking the wallet data it proposes, with
+  /// its field put under `prefix` when one is given.
   init(wrapping error: WalletDataError, under prefix: String?) {
-    let code: Code =
-      switch error.code {
-      case .cbor: .cbor
-      case .wrongDomain: .wrongDomain
-      case .unsupportedVersion: .unsupportedVersion
-      case .missingField: .missingField
-      case .unknownField: .unknownField
-      case .wrongType: .wrongType
-      case WalletDataError.Code(Code.unknownOperation.name): .unknownOperation
-      default: .invalidValue
-      }
     var field = error.field
     if let prefix, field != prefix, !field.hasPrefix(prefix + ".") {
       field = field.isEmpty ? prefix : prefix + "." + field
     }
-    self.init(code, field: field, error.reason)
+    self.init(error.code, field: field, error.reason)
   }
 
   public var description: String {
     field.isEmpty ? "request \(code): \(reason)" : "request \(code) at \(field): \(reason)"
   }
+}
+
+extension WalletDataError.Code {
+  /// An operation name this version does not know (requests only).
+  public static let unknownOperation = Self("unknownOperation")
 }

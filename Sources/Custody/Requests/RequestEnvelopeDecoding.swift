@@ -18,42 +18,16 @@ extension RequestEnvelope {
   public static func decode(_ buffer: UnsafeRawBufferPointer) throws(RequestEnvelopeError) -> RequestEnvelope {
     let envelope: RequestEnvelope
     do {
-      envelope = try decodeFields(buffer)
+      envelope = try WalletReader.read(buffer) { reader throws(WalletDataError) in try decodeFields(&reader) }
     } catch {
-      if error.code != .cbor {
-        do {
-          _ = try CBORDecoder().decode(buffer)
-        } catch let encoding {
-          throw RequestEnvelopeError(.cbor, field: "", "not deterministic CBOR: \(encoding)")
-        }
-      }
       throw RequestEnvelopeError(wrapping: error, under: nil)
     }
     try envelope.validate()
     return envelope
   }
 
-  private static func decodeFields(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> RequestEnvelope {
-    var reader = try WalletReader(buffer)
-    let whole = FieldPath()
-    let top = try reader.head(whole)
-    guard top.major == 4, top.argument == 3 else {
-      throw WalletDataError(
-        .wrongDomain, field: "",
-        "a request is a 3-item array [\"\(domain)\", version, fields]; got \(top.major == 4 ? "an array of \(top.argument)" : top.kindName)"
-      )
-    }
-    let tag = try reader.head(whole)
-    guard tag.major == 3, try reader.text(of: tag, whole) == domain else {
-      throw WalletDataError(.wrongDomain, field: "", "the array does not open with the domain tag \"\(domain)\"")
-    }
-    let version = try reader.unsigned(FieldPath("version"))
-    guard version == currentVersion else {
-      throw WalletDataError(
-        .unsupportedVersion, field: "version",
-        "version \(version) is not supported (this build reads \(currentVersion))")
-    }
-    var fields = try reader.map(whole)
+  private static func decodeFields(_ reader: inout WalletReader) throws(WalletDataError) -> RequestEnvelope {
+    var fields = try reader.object("request", domain: domain, version: currentVersion)
     let walletID = try reader.unsigned(0, "walletID", in: &fields)
     let hashBytes = try reader.bytes(1, "walletHash", in: &fields)
     guard let walletHash = Hash256(hashBytes) else {
@@ -68,10 +42,8 @@ extension RequestEnvelope {
       try ChainData.decode(&reader, path)
     }
     try reader.end(&fields)
-    try reader.finish()
     return RequestEnvelope(
-      version: version, walletID: walletID, walletHash: walletHash, operation: operation, nonce: nonce,
-      expiry: expiry, chain: chain)
+      walletID: walletID, walletHash: walletHash, operation: operation, nonce: nonce, expiry: expiry, chain: chain)
   }
 }
 
@@ -118,7 +90,7 @@ extension RequestEnvelope.Operation {
       operation = .signPersonalMessage(try reader.bytes(0, "message", in: &fields))
     default:
       throw WalletDataError(
-        .init(RequestEnvelopeError.Code.unknownOperation.name), field: path.text,
+        .unknownOperation, field: path.text,
         "unknown operation '\(name)' (this version knows create-wallet, update-wallet, remove-wallet, sign-eip1559, sign-personal-message)"
       )
     }

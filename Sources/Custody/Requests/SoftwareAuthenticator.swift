@@ -17,11 +17,6 @@ public final class SoftwareAuthenticator: Sendable {
     case edDSA
   }
 
-  private enum Key: Sendable {
-    case p256(P256.Signing.PrivateKey)
-    case ed25519(Curve25519.Signing.PrivateKey)
-  }
-
   public let algorithm: Algorithm
   public let credentialID: [UInt8]
   public let rpID: String
@@ -31,7 +26,7 @@ public final class SoftwareAuthenticator: Sendable {
   public let countsSignatures: Bool
   /// Whether it verifies its user (sets UV) unless an assertion's options say otherwise.
   public let verifiesUser: Bool
-  private let key: Key
+  private let key: SoftwareKey
   private let counter: Mutex<UInt32>
 
   /// An authenticator with a fresh random key and credential id, or with the 32-byte
@@ -61,12 +56,7 @@ public final class SoftwareAuthenticator: Sendable {
   }
 
   /// The raw public key: 65-byte uncompressed P-256 point, or 32-byte Ed25519 key.
-  public var rawPublicKey: [UInt8] {
-    switch key {
-    case .p256(let key): Array(key.publicKey.x963Representation)
-    case .ed25519(let key): Array(key.publicKey.rawRepresentation)
-    }
-  }
+  public var rawPublicKey: [UInt8] { key.rawPublicKey }
 
   /// The credential's COSE_Key, as registration gives it to the relying party.
   public var coseKey: [UInt8] {
@@ -137,12 +127,7 @@ public final class SoftwareAuthenticator: Sendable {
     }
     let clientData = SoftwareAuthenticator.clientDataJSON(
       type: options.type, challenge: challenge, origin: options.origin ?? origin, crossOrigin: options.crossOrigin)
-    let signed = authenticatorData + Hash256.sha256(clientData).bytes
-    let signature: [UInt8]
-    switch key {
-    case .p256(let key): signature = Array(try! key.signature(for: signed).derRepresentation)
-    case .ed25519(let key): signature = Array(try! key.signature(for: signed))
-    }
+    let signature = key.sign(authenticatorData + Hash256.sha256(clientData).bytes)
     return PasskeyAssertion(
       credentialID: credentialID, authenticatorData: authenticatorData, clientDataJSON: clientData,
       signature: signature)
@@ -177,31 +162,16 @@ public final class SoftwareAuthenticator: Sendable {
 
 /// A bot approver's key held in software (P-256 or Ed25519): it signs a request's encoding.
 public final class SoftwareBot: Sendable {
-  private enum Key: Sendable {
-    case p256(P256.Signing.PrivateKey)
-    case ed25519(Curve25519.Signing.PrivateKey)
-  }
-  private let key: Key
+  private let key: SoftwareKey
 
   /// A bot with a fresh random key, or the 32-byte `privateKey` given.
   public init(_ algorithm: BotKey.Algorithm, privateKey: [UInt8]? = nil) throws {
-    switch algorithm {
-    case .p256:
-      key = .p256(
-        try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
-    case .ed25519:
-      key = .ed25519(
-        try privateKey.map { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
-          ?? Curve25519.Signing.PrivateKey())
-    }
+    key = try SoftwareKey(p256: algorithm == .p256, privateKey: privateKey)
   }
 
   /// The public key to enrol.
   public var botKey: BotKey {
-    switch key {
-    case .p256(let key): BotKey(algorithm: .p256, publicKey: Array(key.publicKey.x963Representation))
-    case .ed25519(let key): BotKey(algorithm: .ed25519, publicKey: Array(key.publicKey.rawRepresentation))
-    }
+    BotKey(algorithm: key.isP256 ? .p256 : .ed25519, publicKey: key.rawPublicKey)
   }
 
   /// An approver named `id` holding this key.
@@ -210,15 +180,49 @@ public final class SoftwareBot: Sendable {
   }
 
   /// The bot's signature over `message`: DER ECDSA-SHA256 for P-256, Ed25519 otherwise.
-  public func signature(over message: [UInt8]) -> [UInt8] {
-    switch key {
-    case .p256(let key): Array(try! key.signature(for: message).derRepresentation)
-    case .ed25519(let key): Array(try! key.signature(for: message))
-    }
-  }
+  public func signature(over message: [UInt8]) -> [UInt8] { key.sign(message) }
 
   /// An approval of `envelope` (its encoding) by the approver `approverID`.
   public func approve(_ envelope: [UInt8], as approverID: String) -> Approval {
     Approval(approverID: approverID, proof: .bot(signature: signature(over: envelope)))
+  }
+}
+
+/// A signing key in swift-crypto's key types (memory only), shared by the software passkey and
+/// bot: P-256 signing SHA-256 of the message into DER, or Ed25519.
+private enum SoftwareKey: Sendable {
+  case p256(P256.Signing.PrivateKey)
+  case ed25519(Curve25519.Signing.PrivateKey)
+
+  /// A fresh random key, or the one whose 32-byte private key is `privateKey`.
+  init(p256: Bool, privateKey: [UInt8]?) throws {
+    if p256 {
+      self = .p256(
+        try privateKey.map { try P256.Signing.PrivateKey(rawRepresentation: $0) } ?? P256.Signing.PrivateKey())
+    } else {
+      self = .ed25519(
+        try privateKey.map { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
+          ?? Curve25519.Signing.PrivateKey())
+    }
+  }
+
+  var isP256: Bool {
+    if case .p256 = self { return true }
+    return false
+  }
+
+  /// 65-byte uncompressed P-256 point, or 32-byte Ed25519 key.
+  var rawPublicKey: [UInt8] {
+    switch self {
+    case .p256(let key): Array(key.publicKey.x963Representation)
+    case .ed25519(let key): Array(key.publicKey.rawRepresentation)
+    }
+  }
+
+  func sign(_ message: [UInt8]) -> [UInt8] {
+    switch self {
+    case .p256(let key): Array(try! key.signature(for: message).derRepresentation)
+    case .ed25519(let key): Array(try! key.signature(for: message))
+    }
   }
 }

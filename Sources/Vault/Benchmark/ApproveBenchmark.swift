@@ -101,20 +101,11 @@ public struct ApproveBenchmark {
   }
 
   public func run() async throws -> Report {
-    let path = options.scratchDirectory + "/custos-bench-approve-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    var random = SystemRandomNumberGenerator()
-    let pin = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
-    let soPIN = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
-    let device = try Device.create(
-      at: path, name: "bench",
-      partitions: [
-        PartitionSetup(name: "custody", soPIN: soPIN, userPIN: pin, allowList: MechanismAllowList.profile("custody"))
-      ], logger: logger)
-    let session = try device.partition("custody").openSession(readWrite: true)
-    try session.login(.user, pin: pin)
+    let scratch = try BenchmarkDevice(in: options.scratchDirectory, logger: logger)
+    defer { scratch.remove() }
+    let session = scratch.session
     _ = try SeedSealer.generateMasterKey(in: session)
-    let syncDirectory = device.tokenDirectory(ofPartition: "custody")
+    let syncDirectory = scratch.tokenDirectory
     _ = try RootStateStore.initialize(session: session, syncDirectory: syncDirectory, logger: logger)
     let vault = try CustodyVault(
       session: session, syncDirectory: syncDirectory, sessions: options.sessions, logger: logger)
