@@ -289,7 +289,6 @@ public final class RootStateStore: @unchecked Sendable {
     }
   }
 
-
 }
 
 extension Array where Element == UInt8 {

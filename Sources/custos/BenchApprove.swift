@@ -34,10 +34,15 @@ struct BenchApprove: AsyncParsableCommand {
   @Option(help: "Calls per single-thread stage measurement.")
   var stageIterations = 500
 
+  @Option(
+    name: .customLong("linger-us"), help: "Longest a token write waits for requests still under way (microseconds).")
+  var lingerMicroseconds = 1_000
+
   @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
-    guard wallets >= 1, rounds >= 1, concurrency >= 1, sessions >= 1, stageIterations >= 1 else {
+    guard wallets >= 1, rounds >= 1, concurrency >= 1, sessions >= 1, stageIterations >= 1, lingerMicroseconds >= 0
+    else {
       throw ValidationError("every count must be at least 1")
     }
   }
@@ -47,13 +52,14 @@ struct BenchApprove: AsyncParsableCommand {
     let report = try await ApproveBenchmark(
       options: .init(
         wallets: wallets, rounds: rounds, concurrency: concurrency, sessions: sessions,
-        stageIterations: stageIterations),
+        stageIterations: stageIterations, linger: .microseconds(lingerMicroseconds)),
       logger: logger
     ).run()
     func rate(_ value: Double) -> String { String(format: "%8.0f /s", value) }
     print(
       "custos bench approve: \(wallets) wallets x \(rounds) rounds, \(concurrency) concurrent requests, "
-        + "\(sessions) sessions, \(report.cores) cores, \(report.optimized ? "release" : "DEBUG") build")
+        + "\(sessions) sessions, linger \(lingerMicroseconds) us, \(report.cores) cores, "
+        + "\(report.optimized ? "release" : "DEBUG") build")
     print(
       String(
         format: "wallets created in %.1f s (one at a time: each add waits for the previous commit)",

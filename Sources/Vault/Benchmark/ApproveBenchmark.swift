@@ -26,13 +26,16 @@ public struct ApproveBenchmark {
     public var sessions: Int
     /// Calls per single-thread stage measurement.
     public var stageIterations: Int
+    /// Longest a token write waits for requests still under way.
+    public var linger: Duration
     /// Where the throw-away device goes.
     public var scratchDirectory: String
 
     public init(
       wallets: Int = 2_000, rounds: Int = 3, concurrency: Int = 32, sessions: Int = 3, stageIterations: Int = 500,
-      scratchDirectory: String = NSTemporaryDirectory()
+      linger: Duration = .milliseconds(1), scratchDirectory: String = NSTemporaryDirectory()
     ) {
+      self.linger = linger
       self.wallets = wallets
       self.rounds = rounds
       self.concurrency = concurrency
@@ -108,7 +111,8 @@ public struct ApproveBenchmark {
     let syncDirectory = scratch.tokenDirectory
     _ = try RootStateStore.initialize(session: session, syncDirectory: syncDirectory, logger: logger)
     let vault = try CustodyVault(
-      session: session, syncDirectory: syncDirectory, sessions: options.sessions, logger: logger)
+      session: session, syncDirectory: syncDirectory, sessions: options.sessions, linger: options.linger,
+      logger: logger)
     let server = try Server()
 
     // Wallets, one at a time.

@@ -39,14 +39,16 @@ public final class CustodyVault: Sendable {
   /// A vault over the custody partition `session` is logged into (as the user): it opens the
   /// root state there (committing with `session`, flushing `syncDirectory`, the partition's
   /// token directory, after each write) and `sessions` more sessions beside it for requests.
-  /// Proofs may be made against any of the last `window` roots.
+  /// Proofs may be made against any of the last `window` roots. A token write waits at most
+  /// `linger` for requests still under way to join it (not at all when none is).
   public init(
     session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount + 1,
-    window: Int = 4096, clock: any VaultClock = SystemVaultClock(), logger: Logger
+    window: Int = 4096, linger: Duration = .milliseconds(1), clock: any VaultClock = SystemVaultClock(),
+    logger: Logger
   ) throws {
     let store = try RootStateStore.open(session: session, syncDirectory: syncDirectory, logger: logger)
     pool = try SessionPool(beside: session, count: sessions, logger: logger)
-    commits = GroupCommit(store: store, window: window, logger: logger)
+    commits = GroupCommit(store: store, window: window, linger: linger, logger: logger)
     self.clock = clock
     self.logger = logger
   }
@@ -71,6 +73,8 @@ public final class CustodyVault: Sendable {
   public func createWallet(
     envelope envelopeBytes: [UInt8], approvals approvalBytes: [[UInt8]], proof: CurrentLeafProof
   ) async throws -> RequestResult {
+    let ticket = commits.begin()
+    defer { ticket.close() }
     let envelope = try CustodyVault.decodeEnvelope(envelopeBytes)
     guard case .createWallet(let configuration) = envelope.operation else {
       throw RequestError(.wrongOperation, "a \(envelope.operation.name) request was sent to create a wallet")
@@ -90,7 +94,7 @@ public final class CustodyVault: Sendable {
     let encoding = try CustodyVault.encode(wallet)
     let walletHash = Hash256.sha256(encoding)
     let sealed = try await pool.withVault { vault in try vault.createWallet(walletHash: walletHash.bytes) }
-    let change = try await commits.add(walletID: wallet.id, newLeaf: walletHash, proof: proof)
+    let change = try await commits.add(walletID: wallet.id, newLeaf: walletHash, proof: proof, ticket: ticket)
     logger.info(
       "wallet created", metadata: ["wallet.id": "\(wallet.id)", "vault.sequence": "\(change.sequence)"])
     return RequestResult(output: [], walletData: encoding, sealedSeed: sealed.bytes, change: change)
@@ -104,6 +108,8 @@ public final class CustodyVault: Sendable {
     envelope envelopeBytes: [UInt8], approvals approvalBytes: [[UInt8]], walletData: [UInt8], sealedSeed: [UInt8],
     proof: WalletProof
   ) async throws -> RequestResult {
+    let ticket = commits.begin()
+    defer { ticket.close() }
     let request = try check(envelopeBytes, approvalBytes, walletData, proof)
     guard case .updateWallet(let change) = request.envelope.operation else {
       throw RequestError(.wrongOperation, "a \(request.envelope.operation.name) request was sent to update a wallet")
@@ -126,7 +132,7 @@ public final class CustodyVault: Sendable {
       try CustodyVault.mapSealing { try vault.reseal(sealed, from: request.walletHash.bytes, to: newHash.bytes) }
     }
     let applied = try await commits.update(
-      walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof)
+      walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof, ticket: ticket)
     logger.info(
       "wallet configuration changed",
       metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
@@ -138,12 +144,14 @@ public final class CustodyVault: Sendable {
   public func removeWallet(
     envelope envelopeBytes: [UInt8], approvals approvalBytes: [[UInt8]], walletData: [UInt8], proof: WalletProof
   ) async throws -> RequestResult {
+    let ticket = commits.begin()
+    defer { ticket.close() }
     let request = try check(envelopeBytes, approvalBytes, walletData, proof)
     guard case .removeWallet = request.envelope.operation else {
       throw RequestError(.wrongOperation, "a \(request.envelope.operation.name) request was sent to remove a wallet")
     }
     let applied = try await commits.update(
-      walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: .zero, proof: proof)
+      walletID: request.wallet.id, oldLeaf: request.walletHash, newLeaf: .zero, proof: proof, ticket: ticket)
     logger.info(
       "wallet removed", metadata: ["wallet.id": "\(request.wallet.id)", "vault.sequence": "\(applied.sequence)"])
     return RequestResult(output: [], walletData: [], sealedSeed: [], change: applied)
@@ -156,6 +164,8 @@ public final class CustodyVault: Sendable {
     envelope envelopeBytes: [UInt8], approvals approvalBytes: [[UInt8]], walletData: [UInt8], sealedSeed: [UInt8],
     proof: WalletProof
   ) async throws -> RequestResult {
+    let ticket = commits.begin()
+    defer { ticket.close() }
     let request = try check(envelopeBytes, approvalBytes, walletData, proof)
     let envelope = request.envelope
     let spend: PolicyCheck.Spend?
@@ -208,7 +218,7 @@ public final class CustodyVault: Sendable {
       output = signature.signature + [27 + recoveryID]
     }
     let applied = try await commits.update(
-      walletID: wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof)
+      walletID: wallet.id, oldLeaf: request.walletHash, newLeaf: newHash, proof: proof, ticket: ticket)
     logger.debug(
       "signed",
       metadata: [

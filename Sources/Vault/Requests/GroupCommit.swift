@@ -8,6 +8,10 @@ import Logging
 /// (`RootStateStore.commit`) while the previous write is in flight. A request's result is
 /// released only when the write recording its change has completed.
 ///
+/// A batch waits a little for requests that are still being checked and signed: at most
+/// `linger` after its first change, and not at all when no other request is under way. Fewer,
+/// larger token writes leave more of the machine to the requests, for that much latency.
+///
 /// When a write fails and the token still holds the previous root, every change of that batch
 /// and every change applied after it (they were built on it) fails with `commitFailed`, and
 /// the running root falls back to the durable one. When the write failed after the token took
@@ -18,22 +22,45 @@ final class GroupCommit: @unchecked Sendable {
   private struct Waiter {
     let change: AppliedWalletChange
     let continuation: CheckedContinuation<AppliedWalletChange, any Error>
+    let applied: ContinuousClock.Instant
   }
+
+  /// A request under way (being checked and signed): counted until its change is applied or
+  /// the ticket is closed, so a batch knows whether more changes are coming.
+  final class Ticket: @unchecked Sendable {
+    // Guarded by the owner's lock.
+    fileprivate var open = true
+    fileprivate let owner: GroupCommit
+
+    fileprivate init(owner: GroupCommit) {
+      self.owner = owner
+    }
+
+    /// The request ended without a change (refused or failed); nothing once it was applied.
+    func close() { owner.lock.withLock { owner.closeLocked(self) } }
+  }
+
+  /// Most changes in one token write.
+  static let maxBatch = 1024
 
   private let store: RootStateStore
   private let logger: Logger
+  private let linger: Duration
   private let queue = DispatchQueue(label: "custos.vault.commit")
   // Guarded by `lock`.
-  private let lock = NSLock()
+  fileprivate let lock = NSLock()
   private var root: RunningRoot
   private var waiting: [Waiter] = []
   private var committing = false
+  private var underWay = 0
   private var statistics = CommitStatistics()
 
-  /// Commits onto `store`, keeping the last `window` changes for proof rebasing.
-  init(store: RootStateStore, window: Int, logger: Logger) {
+  /// Commits onto `store`, keeping the last `window` changes for proof rebasing; a batch waits
+  /// at most `linger` for requests still under way.
+  init(store: RootStateStore, window: Int, linger: Duration, logger: Logger) {
     self.store = store
     self.logger = logger
+    self.linger = linger
     root = RunningRoot(durable: store.state, window: window)
   }
 
@@ -42,6 +69,18 @@ final class GroupCommit: @unchecked Sendable {
   var commitStatistics: CommitStatistics { lock.withLock { statistics } }
 
   func resetStatistics() { lock.withLock { statistics = CommitStatistics() } }
+
+  /// Counts a request as under way until its change is applied or the ticket is closed.
+  func begin() -> Ticket {
+    lock.withLock { underWay += 1 }
+    return Ticket(owner: self)
+  }
+
+  fileprivate func closeLocked(_ ticket: Ticket) {
+    guard ticket.open else { return }
+    ticket.open = false
+    underWay -= 1
+  }
 
   /// Checks a wallet's proof against its anchor without changing anything.
   func verify(walletID: UInt64, leaf: Hash256, proof: WalletProof) throws(RequestError) {
@@ -59,26 +98,31 @@ final class GroupCommit: @unchecked Sendable {
 
   /// Applies a wallet's new leaf to the running root and returns once it is durable.
   func update(
-    walletID: UInt64, oldLeaf: Hash256, newLeaf: Hash256, proof: WalletProof
+    walletID: UInt64, oldLeaf: Hash256, newLeaf: Hash256, proof: WalletProof, ticket: Ticket
   ) async throws -> AppliedWalletChange {
-    try await submit { root throws(RequestError) in
+    try await submit(ticket) { root throws(RequestError) in
       try root.update(walletID: walletID, oldLeaf: oldLeaf, newLeaf: newLeaf, proof: proof)
     }
   }
 
   /// Adds a wallet's leaf to the running root and returns once it is durable.
-  func add(walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof) async throws -> AppliedWalletChange {
-    try await submit { root throws(RequestError) in try root.add(walletID: walletID, newLeaf: newLeaf, proof: proof) }
+  func add(
+    walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof, ticket: Ticket
+  ) async throws -> AppliedWalletChange {
+    try await submit(ticket) { root throws(RequestError) in
+      try root.add(walletID: walletID, newLeaf: newLeaf, proof: proof)
+    }
   }
 
   private func submit(
-    _ apply: @escaping (inout RunningRoot) throws(RequestError) -> AppliedWalletChange
+    _ ticket: Ticket, _ apply: @escaping (inout RunningRoot) throws(RequestError) -> AppliedWalletChange
   ) async throws -> AppliedWalletChange {
     try await withCheckedThrowingContinuation { continuation in
       let refusal: RequestError? = lock.withLock {
+        closeLocked(ticket)
         do throws(RequestError) {
           let change = try apply(&root)
-          waiting.append(Waiter(change: change, continuation: continuation))
+          waiting.append(Waiter(change: change, continuation: continuation, applied: .now))
           if !committing {
             committing = true
             queue.async { self.commitLoop() }
@@ -92,18 +136,40 @@ final class GroupCommit: @unchecked Sendable {
     }
   }
 
+  private enum Next {
+    case idle
+    case linger(Duration)
+    case commit([Waiter], RootState)
+  }
+
   /// Runs on `queue`: one token write per batch of waiting changes, until none wait.
   private func commitLoop() {
     while true {
-      let next: (batch: [Waiter], target: RootState)? = lock.withLock {
-        guard let last = waiting.last else {
+      let next: Next = lock.withLock {
+        guard let first = waiting.first else {
           committing = false
-          return nil
+          return .idle
         }
-        defer { waiting.removeAll(keepingCapacity: true) }
-        return (waiting, root.commitTarget(through: last.change.sequence))
+        let waited = ContinuousClock.now - first.applied
+        if underWay > 0 && waited < linger && waiting.count < GroupCommit.maxBatch {
+          return .linger(linger - waited)
+        }
+        let batch = Array(waiting.prefix(GroupCommit.maxBatch))
+        waiting.removeFirst(batch.count)
+        return .commit(batch, root.commitTarget(through: batch[batch.count - 1].change.sequence))
       }
-      guard let (batch, target) = next else { return }
+      let batch: [Waiter]
+      let target: RootState
+      switch next {
+      case .idle: return
+      case .linger(let remaining):
+        // Requests are still under way: give them a moment to join this write.
+        Thread.sleep(forTimeInterval: min(seconds(remaining), 0.000_2))
+        continue
+      case .commit(let waiters, let state):
+        batch = waiters
+        target = state
+      }
       let started = ContinuousClock.now
       var failure: (any Error)? = nil
       do {
