@@ -66,7 +66,13 @@ struct BenchApprove: AsyncParsableCommand {
         report.creationSeconds))
     print("")
     print("approved EIP-1559 signatures (2 of 3 ES256 passkeys, nonce durable before release)")
-    for (index, value) in report.rounds.enumerated() { print("  round \(index + 1): \(rate(value))") }
+    for (index, value) in report.rounds.enumerated() {
+      print(
+        "  round \(index + 1): \(rate(value))"
+          + String(
+            format: "   %.2f cores busy, %.0f us of CPU per signature", report.coresBusy[index],
+            report.coresBusy[index] * 1e6 / value))
+    }
     print("  best:    \(rate(report.best))   (target >= 2000 /s)")
     let statistics = report.statistics
     print("")

@@ -55,6 +55,8 @@ public struct ApproveBenchmark {
     public var creationSeconds: Double
     /// Approved signatures per second in each round.
     public var rounds: [Double]
+    /// The process's CPU time over wall time in each round (2.0 = both cores all the time).
+    public var coresBusy: [Double]
     public var statistics: CommitStatistics
     /// Two P-256 verifications + secp256k1 sign + verify, per second, at the same parallelism.
     public var rawCryptoPerSecond: Double
@@ -126,13 +128,17 @@ public struct ApproveBenchmark {
     // Rounds of approved signatures.
     vault.resetCommitStatistics()
     var rates = [Double]()
+    var coresBusy = [Double]()
     for round in 0..<options.rounds {
       let prepared = try clients.enumerated().map { index, client in
         try prepare(client, server: server, pair: (index + round) % 3)
       }
       let start = ContinuousClock.now
+      let cpuStart = processCPUSeconds()
       try await signAll(prepared, vault: vault, server: server)
-      rates.append(Double(prepared.count) / seconds(ContinuousClock.now - start))
+      let wall = seconds(ContinuousClock.now - start)
+      rates.append(Double(prepared.count) / wall)
+      coresBusy.append((processCPUSeconds() - cpuStart) / wall)
     }
     let statistics = vault.commitStatistics
 
@@ -153,7 +159,8 @@ public struct ApproveBenchmark {
     #endif
     return Report(
       options: options, optimized: optimized, cores: ProcessInfo.processInfo.activeProcessorCount,
-      creationSeconds: creationSeconds, rounds: rates, statistics: statistics, rawCryptoPerSecond: rawCrypto,
+      creationSeconds: creationSeconds, rounds: rates, coresBusy: coresBusy, statistics: statistics,
+      rawCryptoPerSecond: rawCrypto,
       tokenPerSecond: token, stages: stages, durableRootMatches: durableRootMatches)
   }
 
@@ -373,6 +380,14 @@ public struct ApproveBenchmark {
     }
     return stages
   }
+}
+
+/// User and system CPU seconds the process has used (every thread).
+func processCPUSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  func value(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+  return value(usage.ru_utime) + value(usage.ru_stime)
 }
 
 func seconds(_ duration: Duration) -> Double {

@@ -198,15 +198,13 @@ public final class CustodyVault: Sendable {
     let sealed = try CustodyVault.sealedSeed(sealedSeed)
     let scheme = try CustodyVault.scheme(of: wallet)
     let path = DerivationPath(envelope.chain!.path.map(ChildIndex.init(rawValue:)))
-    let (signature, resealed) = try await pool.withVault { vault in
-      try CustodyVault.mapSealing {
-        let seed = try vault.sealer.open(sealed, walletHash: request.walletHash.bytes)
-        let (privateKey, publicKey) = try vault.derivation.signingKey(seed: seed, scheme: scheme, path: path)
-        let signature = try vault.signer.sign(
-          digest, algorithm: .ecdsaSecp256k1, privateKey: privateKey, publicKey: publicKey, auxiliary: [])
-        return (signature, try vault.sealer.seal(seed, walletHash: newHash.bytes))
-      }
+    // The token is held only for its own calls (unseal, then re-seal), so a request computing
+    // its key and signature never keeps another one from the token.
+    let seed = try await pool.withVault { vault in
+      try CustodyVault.mapSealing { try vault.sealer.open(sealed, walletHash: request.walletHash.bytes) }
     }
+    let signature = try CustodyVault.signDigest(digest, seed: seed, scheme: scheme, path: path, pool: pool)
+    let resealed = try await pool.withVault { vault in try vault.sealer.seal(seed, walletHash: newHash.bytes) }
     guard let recoveryID = signature.recoveryID, recoveryID < 2 else {
       throw VaultError(.signatureCheckFailed, "the signature's recovery id does not fit Ethereum's y parity")
     }
@@ -290,6 +288,16 @@ public final class CustodyVault: Sendable {
     }
     guard now < envelope.expiry else { throw CustodyVault.expired(envelope, now: now) }
     return CheckedRequest(envelope: envelope, wallet: wallet, walletHash: walletHash, approvers: approvers, now: now)
+  }
+
+  /// The ECDSA signature of `digest` by the key at `path` of `seed`, checked before it is
+  /// returned; the private key is zeroed when this returns.
+  static func signDigest(
+    _ digest: [UInt8], seed: SecretBytes, scheme: DerivationScheme, path: DerivationPath, pool: SessionPool
+  ) throws -> VaultSignature {
+    let (privateKey, publicKey) = try pool.derivation.signingKey(seed: seed, scheme: scheme, path: path)
+    return try pool.signer.sign(
+      digest, algorithm: .ecdsaSecp256k1, privateKey: privateKey, publicKey: publicKey, auxiliary: [])
   }
 
   static func expired(_ envelope: RequestEnvelope, now: UInt64) -> RequestError {

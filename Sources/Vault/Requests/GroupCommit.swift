@@ -47,8 +47,8 @@ final class GroupCommit: @unchecked Sendable {
   private let logger: Logger
   private let linger: Duration
   private let queue = DispatchQueue(label: "custos.vault.commit")
-  // Guarded by `lock`.
-  fileprivate let lock = NSLock()
+  // Guarded by `lock`, whose condition tells a lingering batch that nothing is under way.
+  fileprivate let lock = NSCondition()
   private var root: RunningRoot
   private var waiting: [Waiter] = []
   private var committing = false
@@ -80,6 +80,7 @@ final class GroupCommit: @unchecked Sendable {
     guard ticket.open else { return }
     ticket.open = false
     underWay -= 1
+    if underWay == 0 { lock.signal() }
   }
 
   /// Checks a wallet's proof against its anchor without changing anything.
@@ -136,40 +137,23 @@ final class GroupCommit: @unchecked Sendable {
     }
   }
 
-  private enum Next {
-    case idle
-    case linger(Duration)
-    case commit([Waiter], RootState)
-  }
-
   /// Runs on `queue`: one token write per batch of waiting changes, until none wait.
   private func commitLoop() {
     while true {
-      let next: Next = lock.withLock {
+      let next: (batch: [Waiter], target: RootState)? = lock.withLock {
         guard let first = waiting.first else {
           committing = false
-          return .idle
+          return nil
         }
-        let waited = ContinuousClock.now - first.applied
-        if underWay > 0 && waited < linger && waiting.count < GroupCommit.maxBatch {
-          return .linger(linger - waited)
-        }
+        // Requests are still under way: give them a moment to join this write (woken early
+        // when the last of them is applied or refused).
+        let deadline = Date(timeIntervalSinceNow: max(0, seconds(linger - (ContinuousClock.now - first.applied))))
+        while underWay > 0 && waiting.count < GroupCommit.maxBatch && lock.wait(until: deadline) {}
         let batch = Array(waiting.prefix(GroupCommit.maxBatch))
         waiting.removeFirst(batch.count)
-        return .commit(batch, root.commitTarget(through: batch[batch.count - 1].change.sequence))
+        return (batch, root.commitTarget(through: batch[batch.count - 1].change.sequence))
       }
-      let batch: [Waiter]
-      let target: RootState
-      switch next {
-      case .idle: return
-      case .linger(let remaining):
-        // Requests are still under way: give them a moment to join this write.
-        Thread.sleep(forTimeInterval: min(seconds(remaining), 0.000_2))
-        continue
-      case .commit(let waiters, let state):
-        batch = waiters
-        target = state
-      }
+      guard let (batch, target) = next else { return }
       let started = ContinuousClock.now
       var failure: (any Error)? = nil
       do {

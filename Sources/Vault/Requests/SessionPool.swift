@@ -27,6 +27,11 @@ final class SessionPool: @unchecked Sendable {
 
   var count: Int { vaults.count }
 
+  /// Derivation and signing need no session: the first vault's (their secp256k1 context is
+  /// only read after creation, which libsecp256k1 allows from several threads).
+  var derivation: KeyDerivation { vaults[0].derivation }
+  var signer: Signer { vaults[0].signer }
+
   /// Runs `body` with a session of its own. `body` runs synchronously: it holds the session
   /// for no longer than its own PKCS #11 calls and computation.
   func withVault<R>(_ body: (WalletVault) throws -> R) async throws -> R {
