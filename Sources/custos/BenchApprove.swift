@@ -29,7 +29,7 @@ struct BenchApprove: AsyncParsableCommand {
   var concurrency = 32
 
   @Option(help: "PKCS #11 sessions serving requests.")
-  var sessions = 3
+  var sessions = 2
 
   @Option(help: "Calls per single-thread stage measurement.")
   var stageIterations = 500

@@ -32,7 +32,7 @@ public struct ApproveBenchmark {
     public var scratchDirectory: String
 
     public init(
-      wallets: Int = 2_000, rounds: Int = 3, concurrency: Int = 32, sessions: Int = 3, stageIterations: Int = 500,
+      wallets: Int = 2_000, rounds: Int = 3, concurrency: Int = 32, sessions: Int = 2, stageIterations: Int = 500,
       linger: Duration = .milliseconds(1), scratchDirectory: String = NSTemporaryDirectory()
     ) {
       self.linger = linger

@@ -28,8 +28,9 @@ import Logging
 /// others in one token write (`GroupCommit`); its result is returned only once that write is
 /// done. A refused request changes nothing: not the root, not the nonce, not the sealed seed.
 ///
-/// Requests run in parallel (one PKCS #11 session each, from a small pool); callers may supply
-/// proofs against any recent root, which the vault rebases (`RunningRoot`).
+/// Requests run in parallel; their token calls (unseal, re-seal) go through a small pool of
+/// PKCS #11 sessions, held for those calls only. Callers may supply proofs against any recent
+/// root, which the vault rebases (`RunningRoot`).
 public final class CustodyVault: Sendable {
   let pool: SessionPool
   let commits: GroupCommit
@@ -42,7 +43,7 @@ public final class CustodyVault: Sendable {
   /// Proofs may be made against any of the last `window` roots. A token write waits at most
   /// `linger` for requests still under way to join it (not at all when none is).
   public init(
-    session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount + 1,
+    session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount,
     window: Int = 4096, linger: Duration = .milliseconds(1), clock: any VaultClock = SystemVaultClock(),
     logger: Logger
   ) throws {
