@@ -117,7 +117,8 @@ let package = Package(
       name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", crypto, logging],
       resources: [.copy("Vectors")]),
     .testTarget(
-      name: "CeremonyTests", dependencies: ["Ceremony", "HSMBridge", "Custody", "TestSupport", crypto, logging]),
+      name: "CeremonyTests",
+      dependencies: ["Ceremony", "HSMBridge", "Custody", "Vault", "TestSupport", crypto, logging]),
     // A child process for the crash-safety test: commits root states until it is killed.
     .executableTarget(
       name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],

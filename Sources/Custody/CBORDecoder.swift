@@ -221,7 +221,7 @@ public struct CBORReader {
   /// surrogates, nothing above U+10FFFF). Written out because the standard library's
   /// validating initialiser is generic and costs a metadata lookup per string, which showed in
   /// the vault's profile.
-  static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+  public static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
     var index = 0
     let count = bytes.count
     while index < count {

@@ -506,6 +506,13 @@ public struct TimeOfDayWindow: Sendable, Hashable {
     self.toMinute = toMinute
   }
 
+  /// `minute` of the day as a 24-hour clock reads it: `08:05`.
+  public static func clockText(_ minute: UInt16) -> String {
+    let hours = minute / 60
+    let minutes = minute % 60
+    return (hours < 10 ? "0" : "") + "\(hours):" + (minutes < 10 ? "0" : "") + "\(minutes)"
+  }
+
   /// Whether `minute` (0 ... 1439) falls in the window.
   public func contains(minute: UInt16) -> Bool {
     fromMinute < toMinute

@@ -28,42 +28,16 @@ extension WalletData {
   /// field stumbled on something else first: a map with its keys swapped is an encoding
   /// problem, not a missing field.
   public static func decode(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> WalletData {
-    do {
-      return try decodeFields(buffer)
-    } catch  where error.code != .cbor {
-      do {
-        _ = try CBORDecoder().decode(buffer)
-      } catch let encoding {
-        throw WalletDataError(.cbor, field: "", "not deterministic CBOR: \(encoding)")
-      }
-      throw error
-    }
+    let wallet = try WalletReader.read(buffer) { reader throws(WalletDataError) in try decodeFields(&reader) }
+    try wallet.validate()
+    return wallet
   }
 
-  private static func decodeFields(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) -> WalletData {
-    var reader = try WalletReader(buffer)
-    let whole = FieldPath()
-    let top = try reader.head(whole)
-    guard top.major == 4, top.argument == 3 else {
-      throw WalletDataError(
-        .wrongDomain, field: "",
-        "a wallet is a 3-item array [\"\(domain)\", version, fields]; got \(top.major == 4 ? "an array of \(top.argument)" : top.kindName)"
-      )
-    }
-    let tag = try reader.head(whole)
-    guard tag.major == 3, try reader.text(of: tag, whole) == domain else {
-      throw WalletDataError(.wrongDomain, field: "", "the array does not open with the domain tag \"\(domain)\"")
-    }
-    let version = try reader.unsigned(FieldPath("version"))
-    guard version == currentVersion else {
-      throw WalletDataError(
-        .unsupportedVersion, field: "version",
-        "version \(version) is not supported (this build reads \(currentVersion))")
-    }
-    var fields = try reader.map(whole)
+  private static func decodeFields(_ reader: inout WalletReader) throws(WalletDataError) -> WalletData {
+    var fields = try reader.object("wallet", domain: domain, version: currentVersion)
     // Arguments are evaluated left to right, so fields are read in key order.
     let wallet = WalletData(
-      version: version,
+      version: currentVersion,
       id: try reader.unsigned(0, "id", in: &fields),
       threshold: try reader.unsigned(1, "threshold", in: &fields),
       custodial: try reader.bool(2, "custodial", in: &fields),
@@ -83,8 +57,6 @@ extension WalletData {
         try PolicyState.decode(&reader, path)
       })
     try reader.end(&fields)
-    try reader.finish()
-    try wallet.validate()
     return wallet
   }
 }
@@ -175,7 +147,7 @@ struct MapFields {
 
 /// Reads wallet data item by item from deterministic CBOR, naming the field of each refusal.
 struct WalletReader {
-  fileprivate var cbor: CBORReader
+  var cbor: CBORReader
 
   init(_ buffer: UnsafeRawBufferPointer) throws(WalletDataError) {
     do {
@@ -185,7 +157,53 @@ struct WalletReader {
     }
   }
 
-  fileprivate func wrap(_ error: CBORError, _ path: FieldPath) -> WalletDataError {
+  /// Reads one whole object from `buffer` with `body`. When the input breaks a rule of
+  /// deterministic CBOR anywhere, that is the error reported (found, on this error path only,
+  /// by the strict tree decoder), even where reading field by field stumbled on something else
+  /// first: a map with its keys swapped is an encoding problem, not a missing field.
+  static func read<T>(
+    _ buffer: UnsafeRawBufferPointer, _ body: (inout WalletReader) throws(WalletDataError) -> T
+  ) throws(WalletDataError) -> T {
+    do {
+      var reader = try WalletReader(buffer)
+      let value = try body(&reader)
+      try reader.finish()
+      return value
+    } catch  where error.code != .cbor {
+      do {
+        _ = try CBORDecoder().decode(buffer)
+      } catch let encoding {
+        throw WalletDataError(.cbor, field: "", "not deterministic CBOR: \(encoding)")
+      }
+      throw error
+    }
+  }
+
+  /// The opening every Custos object shares: a 3-item array of the domain tag, the version
+  /// (which must be `version`) and the fields map, whose reading this starts.
+  mutating func object(_ kind: String, domain: String, version: UInt64) throws(WalletDataError) -> MapFields {
+    let whole = FieldPath()
+    let top = try head(whole)
+    guard top.major == 4, top.argument == 3 else {
+      throw WalletDataError(
+        .wrongDomain, field: "",
+        "a \(kind) is a 3-item array [\"\(domain)\", version, fields]; got \(top.major == 4 ? "an array of \(top.argument)" : top.kindName)"
+      )
+    }
+    let tag = try head(whole)
+    guard tag.major == 3, try text(of: tag, whole) == domain else {
+      throw WalletDataError(.wrongDomain, field: "", "the array does not open with the domain tag \"\(domain)\"")
+    }
+    let found = try unsigned(FieldPath("version"))
+    guard found == version else {
+      throw WalletDataError(
+        .unsupportedVersion, field: "version", "\(kind) version \(found) is not supported (this build reads \(version))"
+      )
+    }
+    return try map(whole)
+  }
+
+  func wrap(_ error: CBORError, _ path: FieldPath) -> WalletDataError {
     WalletDataError(.cbor, field: path.text, "not deterministic CBOR: \(error)")
   }
 
@@ -201,7 +219,7 @@ struct WalletReader {
     do { try cbor.finish() } catch { throw wrap(error, FieldPath()) }
   }
 
-  fileprivate mutating func expect(
+  mutating func expect(
     _ major: UInt8, _ path: FieldPath, _ expected: String
   ) throws(WalletDataError)
     -> CBORReader.Head

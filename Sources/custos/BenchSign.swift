@@ -30,17 +30,9 @@ struct BenchSign: AsyncParsableCommand {
 
   func run() async throws {
     let logger = logging.makeLogger("custos.bench")
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("custos-bench-\(UUID().uuidString)")
-    defer { try? FileManager.default.removeItem(at: directory) }
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    let pin = SecretBytes(utf8: "bench-user-pin")
-    let device = try Device.create(
-      at: directory.appendingPathComponent("device").path, name: "bench",
-      partitions: [
-        PartitionSetup(name: "custody", soPIN: SecretBytes(utf8: "bench-so-pin"), userPIN: pin)
-      ], logger: logger)
-    let session = try device.partition("custody").openSession(readWrite: true)
-    try session.login(.user, pin: pin)
+    let scratch = try BenchmarkDevice(in: NSTemporaryDirectory(), logger: logger)
+    defer { scratch.remove() }
+    let session = scratch.session
     _ = try SeedSealer.generateMasterKey(in: session)
     let vault = try WalletVault(session: session, logger: logger)
     let reports = try SigningBenchmark(vault: vault, session: session, iterations: iterations, rounds: rounds).run()

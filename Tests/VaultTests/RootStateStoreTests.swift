@@ -20,18 +20,18 @@ func withCustodySession<R>(_ test: TestDevice, _ body: (Session) throws -> R) th
 }
 
 /// The token's object files other than the token's own, newest first.
-func slotFiles(_ test: TestDevice) throws -> [String] {
+/// The object files of the custody partition's token (but token.object) and their bytes.
+func objectFiles(_ test: TestDevice) throws -> [String: Data] {
   let tokens = test.device.tokenDirectory(ofPartition: "custody")
-  var files = [(path: String, modified: Date)]()
+  var files = [String: Data]()
   for token in try FileManager.default.contentsOfDirectory(atPath: tokens) {
     for name in try FileManager.default.contentsOfDirectory(atPath: tokens + "/" + token)
     where name.hasSuffix(".object") && name != "token.object" {
       let path = tokens + "/" + token + "/" + name
-      let modified = try FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as! Date
-      files.append((path, modified))
+      files[path] = try Data(contentsOf: URL(fileURLWithPath: path))
     }
   }
-  return files.sorted { $0.modified > $1.modified }.map(\.path)
+  return files
 }
 
 @Suite(.serialized) struct RootStateStoreTests {
@@ -127,11 +127,18 @@ func slotFiles(_ test: TestDevice) throws -> [String] {
   @Test(arguments: Damage.allCases)
   func aDamagedNewestSlotFallsBackToThePreviousEpochAndIsRewritten(damage: Damage) throws {
     let test = try TestDevice(partitions: ["custody"])
+    // The newest slot is the file the last commit rewrote (found by its bytes: modification
+    // times of two quick commits can be equal).
+    var before = [String: Data]()
     try withCustodySession(test) { session throws in
       let store = try RootStateStore.initialize(session: session, logger: testLogger)
-      for epoch in UInt64(1)...3 { try store.commit(sampleState(epoch)) }
+      for epoch in UInt64(1)...2 { try store.commit(sampleState(epoch)) }
+      before = try objectFiles(test)
+      try store.commit(sampleState(3))
     }
-    let newest = try slotFiles(test)[0]
+    let rewritten = try objectFiles(test).filter { before[$0.key] != $0.value }.map(\.key)
+    try #require(rewritten.count == 1)
+    let newest = rewritten[0]
     var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: newest)))
     switch damage {
     case .emptied: bytes = []

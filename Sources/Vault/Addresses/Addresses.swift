@@ -19,29 +19,18 @@ public enum ChainAddress {
   /// An Ethereum address with the EIP-55 mixed-case checksum: the last 20 bytes of Keccak-256
   /// of the uncompressed public key without its 0x04 prefix.
   public static func ethereum(publicKey: [UInt8], secp: Secp256k1) throws -> String {
-    let uncompressed = try secp.uncompressed(publicKey)
-    return eip55(Array(Keccak256.hash(uncompressed.dropFirst()).suffix(20)))
+    eip55(try EthereumSigning.address(ofPublicKey: publicKey, secp: secp))
   }
 
   /// The EIP-55 text (0x + 40 mixed-case hex digits) of a 20-byte address.
   public static func eip55(_ address: [UInt8]) -> String {
-    let lower = Hex.encode(address)
-    let hash = Keccak256.hash(Array(lower.utf8))
-    var output = "0x"
-    for (index, character) in lower.enumerated() {
-      let nibble = (hash[index / 2] >> (index % 2 == 0 ? 4 : 0)) & 0x0F
-      output.append(character.isLetter && nibble >= 8 ? Character(character.uppercased()) : character)
-    }
-    return output
+    EthereumAddress.checksummed(address)
   }
 
   /// Whether `text` is a 20-byte hex address whose letters carry a correct EIP-55 checksum
   /// (all-lower and all-upper addresses carry none and are accepted, as EIP-55 says).
   public static func isValidEthereum(_ text: String) -> Bool {
-    guard text.hasPrefix("0x"), text.count == 42, let bytes = Hex.decode(text.dropFirst(2)) else { return false }
-    let digits = text.dropFirst(2)
-    if digits == digits.lowercased() || digits == digits.uppercased() { return true }
-    return eip55(bytes) == text
+    EthereumAddress.parse(text) != nil
   }
 
   /// A P2WPKH address: witness version 0 with HASH160 of the compressed public key (Bech32).

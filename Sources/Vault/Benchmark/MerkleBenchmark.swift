@@ -228,18 +228,10 @@ public struct MerkleBenchmark {
   private func measureVault(
     start: RootState, changes: [MerkleChange], expected: Hash256
   ) throws -> (Double, Double, Int) {
-    let path = options.scratchDirectory + "/custos-bench-\(UUID().uuidString)"
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    var random = SystemRandomNumberGenerator()
-    let pin = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
-    let soPIN = SecretBytes((0..<24).map { _ in UInt8.random(in: 0x61...0x7A, using: &random) })
-    let device = try Device.create(
-      at: path, name: "bench", partitions: [PartitionSetup(name: "custody", soPIN: soPIN, userPIN: pin)], logger: logger
-    )
-    let session = try device.partition("custody").openSession(readWrite: true)
-    try session.login(.user, pin: pin)
+    let scratch = try BenchmarkDevice(in: options.scratchDirectory, logger: logger)
+    defer { scratch.remove() }
     let store = try RootStateStore.initialize(
-      session: session, state: start, syncDirectory: device.tokenDirectory(ofPartition: "custody"), logger: logger)
+      session: scratch.session, state: start, syncDirectory: scratch.tokenDirectory, logger: logger)
     let root = WalletRoot(store: store, logger: logger)
     var commits = 0
     let total = try measure {

@@ -129,6 +129,14 @@ public final class Secp256k1: @unchecked Sendable {
     return secp256k1_ecdsa_verify(context, &parsed, digest, &point) == 1
   }
 
+  /// Half the group order, big-endian: an ECDSA S above it is "high" (BIP-62, EIP-2).
+  static let halfOrder: [UInt8] = Hex.decode("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0")!
+
+  /// Whether the S half of a 64-byte r || s signature is at most n/2.
+  public static func isLowS(_ signature: [UInt8]) -> Bool {
+    signature.count == 64 && !halfOrder.lexicographicallyPrecedes(signature[32..<64])
+  }
+
   /// The compressed public key that `signature` with `recoveryID` recovers for `digest`.
   public func recoverECDSA(signature: [UInt8], recoveryID: UInt8, digest: [UInt8]) -> [UInt8]? {
     guard signature.count == 64, digest.count == 32, recoveryID < 4 else { return nil }

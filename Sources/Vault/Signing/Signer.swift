@@ -83,15 +83,17 @@ struct Signer {
   }
 
   /// Verifies `signature` against the public key derived for the path (not the one the
-  /// signature claims): ECDSA by verification and by recovering the key from the recovery id,
-  /// Schnorr under the derived x-only key (tweaked for taproot), Ed25519 under the derived key.
+  /// signature claims): ECDSA by recovering the key from the signature and its recovery id
+  /// (a recovered key equal to the derived one proves the signature verifies under it, and
+  /// proves the recovery id a chain will use; one curve operation where verify + recover took
+  /// two) and by checking S is low; Schnorr under the derived x-only key (tweaked for
+  /// taproot); Ed25519 under the derived key.
   func check(_ signature: VaultSignature, message: [UInt8], derivedPublicKey: [UInt8]) throws {
     let valid: Bool
     switch signature.algorithm {
     case .ecdsaSecp256k1:
       valid =
-        signature.publicKey == derivedPublicKey
-        && secp.verifyECDSA(signature: signature.signature, digest: message, publicKey: derivedPublicKey)
+        signature.publicKey == derivedPublicKey && Secp256k1.isLowS(signature.signature)
         && signature.recoveryID.flatMap {
           secp.recoverECDSA(signature: signature.signature, recoveryID: $0, digest: message)
         } == derivedPublicKey
