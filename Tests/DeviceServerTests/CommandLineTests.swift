@@ -52,12 +52,14 @@ import X509
     #expect(ready.output.contains("state         READY"))
     #expect(ready.output.contains("root          epoch 0, 1 leaves, " + String(repeating: "0", count: 64)))
 
-    // The audit while READY: the root answers; unapproved requests are PENDING in this build.
+    // The audit while READY: the root answers; unapproved requests are refused.
     let second = try runProcess(custos, audit)
     #expect(second.status == 0, "\(second.output)\(second.error)")
     #expect(second.output.contains("PASS    root-state"))
-    #expect(second.output.split(separator: "\n").filter { $0.contains("PENDING unapproved-request") }.count == 4)
-    #expect(second.output.contains("0 failed, 4 pending"))
+    #expect(second.output.split(separator: "\n").filter { $0.contains("PASS    unapproved-request") }.count == 4)
+    #expect(second.output.contains("0 failed, "))
+    // A wallet the caller made up, approved by its own key: refused, it is not in the tree.
+    #expect(second.output.contains("PASS    forged-wallet"))
 
     // A wrong credential file: the login check fails, and so does the audit.
     let wrongCredential = copy.directory.appending("wrong.credential")
