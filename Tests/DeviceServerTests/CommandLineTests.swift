@@ -96,9 +96,10 @@ import X509
     let port = try #require(Int(hsm.address.split(separator: ":").last!))
     #expect(port > 0)
 
+    // Generous: the login's Argon2id (64 MiB) competes with every other test on the machine.
     let trusted = try VaultClient(
       endpoint: .tls(host: "127.0.0.1", port: port, trustRoots: files.appending("cert.pem"), serverName: "localhost"),
-      timeout: .seconds(10))
+      timeout: .seconds(60))
     let status = try await trusted.status()
     #expect(status.serial == rehearsed.serial && status.state == .sealed)
     #expect(try await trusted.login(credential: try rehearsed.cryptoUserCredential()).token.count == 74)
