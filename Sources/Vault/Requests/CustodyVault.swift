@@ -383,3 +383,8 @@ public final class CustodyVault: Sendable {
     }
   }
 }
+
+extension CustodyVault: VaultRequestAPI {
+  /// The root the token holds durably.
+  public func durableRoot() async throws -> RootState { rootState.durable }
+}
