@@ -121,7 +121,8 @@ struct BenchApprove: AsyncParsableCommand {
     if !json { printInProcess(inProcess) }
     var socketReport: SocketBench.Report? = nil
     if let socketBench, let connection {
-      socketReport = try await socketBench.run(connection, wallets: wallets, rounds: rounds)
+      socketReport = try await socketBench.run(
+        connection, wallets: wallets, rounds: rounds, boundSeconds: boundSeconds)
     }
     if json {
       let output = JSONReport(
@@ -222,6 +223,13 @@ struct BenchApprove: AsyncParsableCommand {
       "socket (device \(report.device), pid \(report.pid) found with SO_PEERCRED; \(report.clients) connections, "
         + "each its own Crypto User session)")
     printWorkload(workload)
+    if let wire = report.wire {
+      print(
+        "  the wire alone (GetRootState: session check, root read): one at a time \(latency(wire.sequential)); "
+          + String(
+            format: "%d callers: %.0f calls/s, %.0f us device CPU + %.0f us client CPU per call", concurrency,
+            wire.callsPerSecond, wire.deviceMicrosecondsPerCall, wire.clientMicrosecondsPerCall))
+    }
     let memory = report.memory
     if memory.count == 3 {
       print(

@@ -103,6 +103,8 @@ struct SocketBench {
     var creation: ApproveWorkloadReport.Creation?
     var durableRootMatches: Bool
     var memory: [DeviceMemory]
+    /// The wire's own cost (not in a creation-only run).
+    var wire: WireBound?
   }
 
   /// The device, logged in on every connection.
@@ -152,12 +154,65 @@ struct SocketBench {
     }
   }
 
+  /// The wire's own cost, measured with the cheapest session call (`GetRootState`: a session
+  /// check and a root read, no vault work): one call at a time on one connection, then
+  /// `concurrency` callers over every connection for `seconds`, with both processes' CPU.
+  struct WireBound: Codable {
+    var sequential: ApproveWorkloadReport.Latency
+    var callsPerSecond: Double
+    var deviceMicrosecondsPerCall: Double
+    var clientMicrosecondsPerCall: Double
+  }
+
+  func wireBound(_ connection: Connection, seconds: Double) async throws -> WireBound {
+    let first = connection.vaults[0]
+    var latencies = [Duration]()
+    for _ in 0..<500 {
+      let start = ContinuousClock.now
+      _ = try await first.durableRoot()
+      latencies.append(ContinuousClock.now - start)
+    }
+    let vaults = connection.vaults
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let start = ContinuousClock.now
+    let (deviceStart, clientStart) = (connection.peer.cpuSeconds(), processCPU())
+    let calls = try await withThrowingTaskGroup(of: Int.self) { group in
+      for task in 0..<concurrency {
+        let vault = vaults[task % vaults.count]
+        group.addTask {
+          var count = 0
+          while ContinuousClock.now < deadline {
+            _ = try await vault.durableRoot()
+            count += 1
+          }
+          return count
+        }
+      }
+      return try await group.reduce(0, +)
+    }
+    let elapsed = ContinuousClock.now - start
+    let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return WireBound(
+      sequential: ApproveWorkloadReport.Latency(latencies), callsPerSecond: Double(calls) / wall,
+      deviceMicrosecondsPerCall: (connection.peer.cpuSeconds() - deviceStart) * 1e6 / Double(calls),
+      clientMicrosecondsPerCall: (processCPU() - clientStart) * 1e6 / Double(calls))
+  }
+
+  /// This process's user and system CPU seconds.
+  func processCPU() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func value(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return value(usage.ru_utime) + value(usage.ru_stime)
+  }
+
   /// Wallets and rounds of signatures, with the device's memory before and after the wallets
   /// are created and after the rounds.
-  func run(_ connection: Connection, wallets: Int, rounds: Int) async throws -> Report {
+  func run(_ connection: Connection, wallets: Int, rounds: Int, boundSeconds: Double) async throws -> Report {
     let (device, peer, vaults) = (connection.device, connection.peer, connection.vaults)
     do {
       var memory = [try sample(peer, wallets: 0, seconds: nil)]
+      let wire = try await wireBound(connection, seconds: boundSeconds)
       let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency)
       let report = try await workload.run(
         target: "socket", wallets: wallets, rounds: rounds, deviceCPUSeconds: { peer.cpuSeconds() },
@@ -166,7 +221,7 @@ struct SocketBench {
       await connection.close()
       return Report(
         device: device, pid: peer.pid, clients: clients, workload: report, creation: nil,
-        durableRootMatches: report.durableRootMatches, memory: memory)
+        durableRootMatches: report.durableRootMatches, memory: memory, wire: wire)
     } catch {
       await connection.close()
       throw error
@@ -192,7 +247,7 @@ struct SocketBench {
       await connection.close()
       return Report(
         device: device, pid: peer.pid, clients: clients, workload: nil, creation: creation, durableRootMatches: matches,
-        memory: memory)
+        memory: memory, wire: nil)
     } catch {
       await connection.close()
       throw error

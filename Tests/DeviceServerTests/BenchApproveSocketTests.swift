@@ -41,7 +41,8 @@ import VaultWire
     let rehearsed = try RehearsedDevice.get()
     let copy = try rehearsed.copy()
     let socket = socketPath(copy.directory)
-    let hsm = try HSMProcess(device: copy.device, socket: socket)
+    // Request sessions renewed every 4 token operations: several times during the run.
+    let hsm = try HSMProcess(device: copy.device, socket: socket, extra: ["--renew-sessions-after", "4"])
     let custos = builtExecutable("custos")
     let wallets = 6
     let arguments = [
@@ -88,6 +89,9 @@ import VaultWire
     #expect(counted.histogram == inProcess.rounds[0].batches.histogram)
     let ratio = try #require(output.ratio)
     #expect(abs(ratio - overSocket.best / inProcess.best) < 1e-9)
+
+    // 6 seals and 6 unseal + re-seal pairs went across fresh PKCS #11 instances.
+    #expect(hsm.standardError.contains("request sessions moved to a fresh PKCS #11 instance"))
 
     // The device the run measured is the custos-hsm process, found through its socket.
     #expect(socketRun.pid == hsm.process.processIdentifier)
