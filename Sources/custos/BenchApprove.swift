@@ -124,10 +124,11 @@ struct BenchApprove: AsyncParsableCommand {
       socketReport = try await socketBench.run(
         connection, wallets: wallets, rounds: rounds, boundSeconds: boundSeconds)
     }
+    let comparison = socketReport.flatMap { Comparison(inProcess: inProcess.workload, socket: $0) }
     if json {
       let output = JSONReport(
         inProcess: JSONReport.InProcess(inProcess), socket: socketReport,
-        ratio: socketReport?.workload.map { $0.best / inProcess.best })
+        ratio: socketReport?.workload.map { $0.best / inProcess.best }, comparison: comparison)
       print(try output.encoded())
     } else if let socketReport, let workload = socketReport.workload {
       printSocket(socketReport, workload)
@@ -136,6 +137,20 @@ struct BenchApprove: AsyncParsableCommand {
         String(
           format: "socket / in-process: %.2f (target >= 0.80): %.0f /s over %d connections against %.0f /s",
           workload.best / inProcess.best, workload.best, socketReport.clients, inProcess.best))
+      if let comparison {
+        print(
+          String(
+            format:
+              "  CPU per signature (best rounds): in-process %.0f us; socket %.0f us (client %.0f + device %.0f): "
+              + "ratio %.2f",
+            comparison.inProcessMicroseconds, comparison.clientMicroseconds + comparison.deviceMicroseconds,
+            comparison.clientMicroseconds, comparison.deviceMicroseconds, comparison.cpuRatio))
+        print(
+          String(
+            format: "  bound from the wire alone when both processes share the cores: %.0f / (%.0f + %.0f us a call) "
+              + "= %.2f", comparison.inProcessMicroseconds, comparison.inProcessMicroseconds,
+            comparison.wireMicroseconds, comparison.wireBound))
+      }
     }
     let matches = inProcess.workload.durableRootMatches && (socketReport?.durableRootMatches ?? true)
     if !matches { throw CommandFailure("a durable root differs from the mirror's tree (see above)") }
@@ -163,7 +178,7 @@ struct BenchApprove: AsyncParsableCommand {
       last = sample
     }
     if json {
-      print(try JSONReport(inProcess: nil, socket: report, ratio: nil).encoded())
+      print(try JSONReport(inProcess: nil, socket: report, ratio: nil, comparison: nil).encoded())
     } else if let creation = report.creation {
       let resident = report.memory.last?.residentBytes ?? 0
       print("")
@@ -313,10 +328,39 @@ struct JSONReport: Codable {
   var socket: SocketBench.Report?
   /// Socket rate over in-process rate (best rounds).
   var ratio: Double?
+  var comparison: Comparison?
 
   func encoded() throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     return String(decoding: try encoder.encode(self), as: UTF8.self)
+  }
+}
+
+/// Where the socket run's CPU goes next to the in-process run's: both processes' CPU time per
+/// signature in their best rounds, and the best ratio the wire allows when the client and the
+/// device share the machine's cores (the in-process CPU per signature over itself plus one
+/// bare call's CPU on both sides, measured with GetRootState).
+struct Comparison: Codable {
+  var inProcessMicroseconds: Double
+  var clientMicroseconds: Double
+  var deviceMicroseconds: Double
+  /// In-process CPU per signature over the socket run's (client + device).
+  var cpuRatio: Double
+  /// One bare call's CPU, client and device.
+  var wireMicroseconds: Double
+  var wireBound: Double
+
+  init?(inProcess: ApproveWorkloadReport, socket: SocketBench.Report) {
+    guard let workload = socket.workload, let wire = socket.wire,
+      let local = inProcess.rounds.max(by: { $0.perSecond < $1.perSecond }),
+      let remote = workload.rounds.max(by: { $0.perSecond < $1.perSecond })
+    else { return nil }
+    inProcessMicroseconds = local.coresBusy * 1e6 / local.perSecond
+    clientMicroseconds = remote.coresBusy * 1e6 / remote.perSecond
+    deviceMicroseconds = (remote.deviceCoresBusy ?? 0) * 1e6 / remote.perSecond
+    cpuRatio = inProcessMicroseconds / (clientMicroseconds + deviceMicroseconds)
+    wireMicroseconds = wire.deviceMicrosecondsPerCall + wire.clientMicrosecondsPerCall
+    wireBound = inProcessMicroseconds / (inProcessMicroseconds + wireMicroseconds)
   }
 }

@@ -175,7 +175,7 @@ struct SocketBench {
     let vaults = connection.vaults
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     let start = ContinuousClock.now
-    let (deviceStart, clientStart) = (connection.peer.cpuSeconds(), processCPU())
+    let (deviceStart, clientStart) = (connection.peer.cpuSeconds(), processCPUSeconds())
     let calls = try await withThrowingTaskGroup(of: Int.self) { group in
       for task in 0..<concurrency {
         let vault = vaults[task % vaults.count]
@@ -195,15 +195,7 @@ struct SocketBench {
     return WireBound(
       sequential: ApproveWorkloadReport.Latency(latencies), callsPerSecond: Double(calls) / wall,
       deviceMicrosecondsPerCall: (connection.peer.cpuSeconds() - deviceStart) * 1e6 / Double(calls),
-      clientMicrosecondsPerCall: (processCPU() - clientStart) * 1e6 / Double(calls))
-  }
-
-  /// This process's user and system CPU seconds.
-  func processCPU() -> Double {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    func value(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
-    return value(usage.ru_utime) + value(usage.ru_stime)
+      clientMicrosecondsPerCall: (processCPUSeconds() - clientStart) * 1e6 / Double(calls))
   }
 
   /// Wallets and rounds of signatures, with the device's memory before and after the wallets

@@ -292,8 +292,8 @@ public struct ApproveBenchmark {
   }
 }
 
-/// User and system CPU seconds the process has used (every thread).
-func processCPUSeconds() -> Double {
+/// User and system CPU seconds this process has used (every thread).
+public func processCPUSeconds() -> Double {
   var usage = rusage()
   getrusage(RUSAGE_SELF.rawValue, &usage)
   func value(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
