@@ -4,37 +4,16 @@ import Testing
 import Vault
 import VaultWire
 
+@testable import custos
+
 /// `custos bench approve --socket` against the real `custos-hsm`: a small run (few wallets, one
 /// round) of the same workload in-process and over the socket, and a creation-only run with
 /// its memory samples. Figures are not judged here (speed is for the benchmark itself); the
 /// shape and the consistency of the reports are.
 @Suite(.serialized) struct BenchApproveSocketTests {
-  /// What `--json` prints, as far as these tests read it.
-  struct Output: Decodable {
-    struct InProcess: Decodable {
-      var workload: ApproveWorkloadReport
-      var vaultBatches: ApproveWorkloadReport.Batches
-    }
-    struct Memory: Decodable {
-      var wallets: Int
-      var residentBytes: Int
-      var peakBytes: Int
-    }
-    struct Socket: Decodable {
-      var pid: Int32
-      var clients: Int
-      var workload: ApproveWorkloadReport?
-      var creation: ApproveWorkloadReport.Creation?
-      var durableRootMatches: Bool
-      var memory: [Memory]
-    }
-    var inProcess: InProcess?
-    var socket: Socket?
-    var ratio: Double?
-  }
-
-  static func decode(_ text: String) throws -> Output {
-    try JSONDecoder().decode(Output.self, from: Data(text.utf8))
+  /// What `--json` printed, as the command's own type.
+  static func decode(_ text: String) throws -> JSONReport {
+    try JSONDecoder().decode(JSONReport.self, from: Data(text.utf8))
   }
 
   @Test func bothTargetsRunTheSameWorkloadAndTheDurableRootsMatchTheMirror() async throws {
@@ -89,6 +68,12 @@ import VaultWire
     #expect(counted.histogram == inProcess.rounds[0].batches.histogram)
     let ratio = try #require(output.ratio)
     #expect(abs(ratio - overSocket.best / inProcess.best) < 1e-9)
+    // Where the difference goes: CPU per signature on each side, and the bare call's share.
+    let comparison = try #require(output.comparison)
+    #expect(comparison.inProcessMicroseconds > 0 && comparison.deviceMicroseconds > 0)
+    #expect(comparison.wireMicroseconds > 0 && comparison.wireBound > 0 && comparison.wireBound < 1)
+    let wire = try #require(socketRun.wire)
+    #expect(wire.callsPerSecond > 0 && wire.sequential.p50 > 0)
 
     // 6 seals and 6 unseal + re-seal pairs went across fresh PKCS #11 instances.
     #expect(hsm.standardError.contains("request sessions moved to a fresh PKCS #11 instance"))

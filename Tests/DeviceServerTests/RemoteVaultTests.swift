@@ -67,15 +67,13 @@ import VaultWire
 /// kind and wallet) or refusal (the `RequestError` code).
 private final class Scenario: @unchecked Sendable {
   var mirror = try! VaultTreeMirror(store: InMemoryMerkleNodeStore())
-  let passkey: SoftwareAuthenticator
-  let botA: SoftwareBot
-  let botB: SoftwareBot
+  let approvers: SocketApprovers
+  var passkey: SoftwareAuthenticator { approvers.passkey }
+  var botA: SoftwareBot { approvers.botA }
+  var botB: SoftwareBot { approvers.botB }
 
   init() throws {
-    func key(_ name: String) -> [UInt8] { Array(Hash256.sha256(Array("remote vault \(name)".utf8)).bytes) }
-    passkey = try SoftwareAuthenticator(.es256, credentialID: key("passkey id"), privateKey: key("passkey"))
-    botA = try SoftwareBot(.p256, privateKey: key("bot a"))
-    botB = try SoftwareBot(.ed25519, privateKey: key("bot b"))
+    approvers = try SocketApprovers(seed: "remote vault")
   }
 
   static var now: UInt64 { UInt64(Date().timeIntervalSince1970) }
@@ -164,17 +162,7 @@ private final class Scenario: @unchecked Sendable {
 
   /// A 2-of-3 wallet of the passkey and both bots, approved by all three.
   func createRequest() throws -> ([UInt8], [[UInt8]]) {
-    let configuration = WalletConfiguration(
-      threshold: 2,
-      approvers: [passkey.approver("carol-passkey"), botA.approver("ops-bot-a"), botB.approver("ops-bot-b")])
-    let envelope = try RequestEnvelope(
-      walletID: 0, walletHash: .zero, operation: .createWallet(configuration), nonce: 1, expiry: Self.now + 300
-    ).encoded()
-    let approvals = [
-      passkey.approve(envelope, as: "carol-passkey"), botA.approve(envelope, as: "ops-bot-a"),
-      botB.approve(envelope, as: "ops-bot-b"),
-    ]
-    return (envelope, try approvals.map { try $0.encoded() })
+    try approvers.creation(expiry: Self.now + 300)
   }
 
   /// The envelope of `operation` on wallet `id`, made against the mirror's data for it.
