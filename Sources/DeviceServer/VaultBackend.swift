@@ -43,9 +43,8 @@ public final class PartitionVaultBackend: VaultBackend {
   /// The partition the vault works in.
   public static let partitionName = "custody"
 
-  /// Token operations between two renewals of the request sessions (each leaves about 190
-  /// bytes behind in SoftHSM until the renewal frees them: 1.5 MiB at most).
-  public static let defaultRenewal = 8_192
+  /// Token operations between two renewals of the request sessions.
+  public static let defaultRenewal = SessionRecycling.deviceDefault
 
   private let session: Session
   private let vault: CustodyVault
@@ -68,16 +67,8 @@ public final class PartitionVaultBackend: VaultBackend {
     do {
       let pin = try activation.pins(partitionName).user
       try session.login(.user, pin: pin)
-      let configuration = device.configurationPath(ofPartition: partitionName)
-      guard let label = device.manifest.partitions.first(where: { $0.name == partitionName })?.tokenLabel else {
-        throw VaultWireError(.deviceFailure, "the device has no \(partitionName) partition")
-      }
       let recycling = SessionRecycling(operations: renewAfter) {
-        // Another instance of the same partition (a private copy of the module), logged in.
-        let module = try PKCS11Module(softHSMConfiguration: configuration, logger: logger)
-        let fresh = try module.openSession(try module.slot(withTokenLabel: label), readWrite: true)
-        try fresh.login(.user, pin: pin)
-        return fresh
+        try partition.openUserSessionInNewInstance(pin: pin)
       }
       let vault = try CustodyVault(
         session: session, syncDirectory: device.tokenDirectory(ofPartition: partitionName), sessions: sessions,

@@ -56,14 +56,10 @@ final class CustodyHarness: @unchecked Sendable {
     _ = try SeedSealer.generateMasterKey(in: session)
     _ = try RootStateStore.initialize(session: session, logger: testLogger)
     self.clock = clock
-    let configuration = device.device.configurationPath(ofPartition: "custody")
-    let label = device.device.manifest.partitions[0].tokenLabel
+    let partition = try device.device.partition("custody")
     let recycling = renewAfter.map { operations in
       SessionRecycling(operations: operations) {
-        let module = try PKCS11Module(softHSMConfiguration: configuration, logger: testLogger)
-        let fresh = try module.openSession(try module.slot(withTokenLabel: label), readWrite: true)
-        try fresh.login(.user, pin: SecretBytes(utf8: TestPINs.user))
-        return fresh
+        try partition.openUserSessionInNewInstance(pin: SecretBytes(utf8: TestPINs.user))
       }
     }
     vault = try CustodyVault(

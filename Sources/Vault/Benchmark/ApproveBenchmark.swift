@@ -113,7 +113,7 @@ public struct ApproveBenchmark {
     _ = try RootStateStore.initialize(session: session, syncDirectory: syncDirectory, logger: logger)
     let vault = try CustodyVault(
       session: session, syncDirectory: syncDirectory, sessions: options.sessions, linger: options.linger,
-      logger: logger)
+      recycling: try scratch.recycling(), logger: logger)
     let workload = try ApproveWorkload(targets: [vault], concurrency: options.concurrency)
     var report = try await workload.run(
       target: "in-process", wallets: options.wallets, rounds: options.rounds,

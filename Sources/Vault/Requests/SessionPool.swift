@@ -19,7 +19,11 @@ public struct SessionRecycling: Sendable {
 
   /// Renew after `operations` operations with sessions of the instance `open` makes (it loads
   /// the module again and logs in: the closure holds what that needs).
-  public init(operations: Int = 8_192, open: @escaping @Sendable () throws -> Session) {
+  /// Token operations between two renewals in `custos-hsm` unless told otherwise (each leaves
+  /// about 190 bytes behind in SoftHSM until the renewal frees them: 1.5 MiB at most).
+  public static let deviceDefault = 8_192
+
+  public init(operations: Int = deviceDefault, open: @escaping @Sendable () throws -> Session) {
     self.operations = max(1, operations)
     self.open = open
   }
