@@ -285,6 +285,36 @@ import Testing
     #expect(try harness.tokenRoot() == harness.vault.rootState.durable)
   }
 
+  /// Renewing after every token operation, one at a time: a seal, a refused unseal (a sealed
+  /// seed with a byte changed) and a good signature's unseal and re-seal renew the sessions
+  /// four times: a failing operation renews like any other and does not stop later renewals.
+  @Test func aFailingOperationRenewsLikeAnyOther() async throws {
+    let harness = try CustodyHarness(sessions: 1, renewAfter: 1)
+    let approvers = try TestApprovers()
+    let id = try await harness.createWallet(approvers)
+    #expect(harness.vault.sessionRenewals == 1)
+    let envelope = try harness.envelope(id, .signEIP1559(transfer())).encoded()
+    let approvals = try [
+      approvers.alice.approve(envelope, as: "alice"), approvers.bot.approve(envelope, as: "ops-bot"),
+    ]
+    .map { try $0.encoded() }
+    let wallet = try harness.wallet(id)
+    var tampered = wallet.sealedSeed
+    tampered[tampered.count - 1] ^= 0x01
+    #expect(
+      await refusal {
+        _ = try await harness.vault.sign(
+          envelope: envelope, approvals: approvals, walletData: wallet.encoding, sealedSeed: tampered,
+          proof: try harness.mirror.proof(ofWallet: id))
+      } == .sealedSeedMismatch)
+    #expect(harness.vault.sessionRenewals == 2)
+    let signed = try await harness.vault.sign(
+      envelope: envelope, approvals: approvals, walletData: wallet.encoding, sealedSeed: wallet.sealedSeed,
+      proof: try harness.mirror.proof(ofWallet: id))
+    #expect(signed.output.first == 0x02)
+    #expect(harness.vault.sessionRenewals == 4)
+  }
+
   /// Two requests for the same wallet at once (each approved, each with the current nonce):
   /// one signs, the other is refused as stale, so one nonce never gives two signatures.
   @Test func sameWalletTwiceAtOnce() async throws {

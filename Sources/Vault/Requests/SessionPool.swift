@@ -101,7 +101,7 @@ final class SessionPool: @unchecked Sendable {
     do {
       result = try body(generation.vaults[index])
     } catch {
-      checkIn(generation, index)
+      if checkIn(generation, index) { renew() }
       throw error
     }
     if checkIn(generation, index) { renew() }
@@ -128,9 +128,8 @@ final class SessionPool: @unchecked Sendable {
     return (current, index)
   }
 
-  /// Returns a session; true when the caller should renew the instance now (it is the one
-  /// that reached the count).
-  @discardableResult
+  /// Returns a session; true when the caller must renew the instance now (it is the one that
+  /// reached the count).
   private func checkIn(_ generation: Generation, _ index: Int) -> Bool {
     let (next, renew): ((CheckedContinuation<(Generation, Int), Never>, (Generation, Int))?, Bool) = lock.withLock {
       var handed: (CheckedContinuation<(Generation, Int), Never>, (Generation, Int))? = nil
