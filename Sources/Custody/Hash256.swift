@@ -25,6 +25,13 @@ public struct Hash256: Hashable, Sendable, CustomStringConvertible {
   /// The value of exactly 32 bytes; nil for any other length.
   public init?(_ bytes: some Collection<UInt8>) {
     guard bytes.count == 32 else { return nil }
+    // Contiguous bytes (arrays, Data, buffers) in one load, not 32 generic element reads.
+    if let value = bytes.withContiguousStorageIfAvailable({
+      UnsafeRawBufferPointer($0).loadUnaligned(as: Hash256.self)
+    }) {
+      self = value
+      return
+    }
     var value = Hash256.zero
     withUnsafeMutableBytes(of: &value) { raw in
       for (index, byte) in bytes.enumerated() { raw[index] = byte }

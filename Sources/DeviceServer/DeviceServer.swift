@@ -29,14 +29,19 @@ public struct DeviceServerConfiguration: Sendable {
   public var sessionIdleTimeout: Duration
   /// Sessions open at once, at most.
   public var maxSessions: Int
+  /// Token operations between two renewals of the vault's request sessions (see
+  /// `SessionRecycling`).
+  public var renewSessionsAfter: Int
 
   public init(
-    device: String, listener: Listener, sessionIdleTimeout: Duration = .seconds(900), maxSessions: Int = 64
+    device: String, listener: Listener, sessionIdleTimeout: Duration = .seconds(900), maxSessions: Int = 64,
+    renewSessionsAfter: Int = PartitionVaultBackend.defaultRenewal
   ) {
     self.device = device
     self.listener = listener
     self.sessionIdleTimeout = sessionIdleTimeout
     self.maxSessions = maxSessions
+    self.renewSessionsAfter = renewSessionsAfter
   }
 }
 
@@ -57,7 +62,7 @@ public final class DeviceServer: Service, Sendable {
   ///   the device listens.
   public init(
     configuration: DeviceServerConfiguration, logger: Logger,
-    openBackend: @escaping VaultBackendFactory = PartitionVaultBackend.open,
+    openBackend: VaultBackendFactory? = nil,
     announce: @escaping @Sendable (String) -> Void = { _ in }
   ) throws {
     switch configuration.listener {
@@ -74,7 +79,10 @@ public final class DeviceServer: Service, Sendable {
     self.configuration = configuration
     self.core = try DeviceCore(
       device: device, measurement: try Self.measureExecutable(), sessionIdleTimeout: configuration.sessionIdleTimeout,
-      maxSessions: configuration.maxSessions, openBackend: openBackend, logger: logger)
+      maxSessions: configuration.maxSessions,
+      openBackend: openBackend ?? { [renewal = configuration.renewSessionsAfter] device, activation, logger in
+        try PartitionVaultBackend.open(device: device, activation: activation, logger: logger, renewAfter: renewal)
+      }, logger: logger)
     self.logger = logger
     self.announce = announce
   }

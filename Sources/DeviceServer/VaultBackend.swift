@@ -43,22 +43,36 @@ public final class PartitionVaultBackend: VaultBackend {
   /// The partition the vault works in.
   public static let partitionName = "custody"
 
+  /// Token operations between two renewals of the request sessions.
+  public static let defaultRenewal = SessionRecycling.deviceDefault
+
   private let session: Session
   private let vault: CustodyVault
   private let logger: Logger
 
   /// Opens the custody partition with the activation's User PIN, its root state (flushed to
   /// disk after each commit), its master key and a pool of sessions for requests, one per core.
-  /// The PINs are not kept.
-  public static func open(device: Device, activation: DeviceActivation, logger: Logger) throws -> any VaultBackend {
+  ///
+  /// The custody partition's User PIN stays in the vault (in a zeroing buffer, never logged or
+  /// written) while the device is READY: every `renewAfter` token operations the request
+  /// sessions move to a fresh PKCS #11 instance of the partition, which logs in with it (SoftHSM
+  /// 2.6.1 keeps every destroyed sealing key until `C_Finalize`: see `SessionRecycling`). The
+  /// other partitions' PINs are not kept.
+  public static func open(
+    device: Device, activation: DeviceActivation, logger: Logger, renewAfter: Int = defaultRenewal
+  ) throws -> any VaultBackend {
     let sessions = ProcessInfo.processInfo.activeProcessorCount
     let partition = try device.partition(partitionName)
     let session = try partition.openSession(readWrite: true)
     do {
-      try session.login(.user, pin: try activation.pins(partitionName).user)
+      let pin = try activation.pins(partitionName).user
+      try session.login(.user, pin: pin)
+      let recycling = SessionRecycling(operations: renewAfter) {
+        try partition.openUserSessionInNewInstance(pin: pin)
+      }
       let vault = try CustodyVault(
         session: session, syncDirectory: device.tokenDirectory(ofPartition: partitionName), sessions: sessions,
-        logger: logger)
+        recycling: recycling, logger: logger)
       return PartitionVaultBackend(session: session, vault: vault, logger: logger)
     } catch {
       try? session.close()

@@ -65,7 +65,7 @@ public final class Device: @unchecked Sendable {
   public let directory: String
   public let manifest: DeviceManifest
   private let lock: DeviceLock
-  private let logger: Logger
+  let logger: Logger
   private let openPartitions = Mutex([String: WeakPartition]())
 
   private init(directory: String, manifest: DeviceManifest, lock: DeviceLock, logger: Logger) {
@@ -357,6 +357,17 @@ public final class Partition: @unchecked Sendable {
   /// Opens a session on the partition's token.
   public func openSession(readWrite: Bool = true) throws -> Session {
     try module.openSession(slot, readWrite: readWrite)
+  }
+
+  /// A read-write user session, logged in with `pin`, in a new instance of the partition's
+  /// module (a private copy with its own SoftHSM state, reading the same token), for work whose
+  /// instance is to be finalised on its own: the vault's renewed request sessions. The instance
+  /// is finalised and unloaded when its last session goes.
+  public func openUserSessionInNewInstance(pin: SecretBytes) throws -> Session {
+    let fresh = try PKCS11Module(softHSMConfiguration: configurationPath, logger: device.logger)
+    let session = try fresh.openSession(try fresh.slot(withTokenLabel: try tokenInfo().label), readWrite: true)
+    try session.login(.user, pin: pin)
+    return session
   }
 
   /// The token's information.

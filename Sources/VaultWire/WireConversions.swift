@@ -66,7 +66,7 @@ extension RootState {
     var message = Custos_Vault_V1_RootState()
     message.epoch = epoch
     message.leafCount = leafCount
-    message.root = Data(root.bytes)
+    message.root = root.withUnsafeBytes { Data($0) }
     return message
   }
 
@@ -111,10 +111,10 @@ extension DeviceStatus {
 extension ChangeProof {
   public var message: Custos_Vault_V1_MerkleProof {
     var message = Custos_Vault_V1_MerkleProof()
-    message.leaf = Data(proof.leaf.bytes)
-    message.siblings = proof.siblings.map { Data($0.bytes) }
+    message.leaf = proof.leaf.withUnsafeBytes { Data($0) }
+    message.siblings = proof.siblings.map { $0.withUnsafeBytes { Data($0) } }
     message.leafCount = leafCount
-    message.root = Data(root.bytes)
+    message.root = root.withUnsafeBytes { Data($0) }
     return message
   }
 
@@ -145,7 +145,7 @@ extension AppliedWalletChange {
     message.kind = kind.rawValue
     message.walletID = walletID
     message.node = node
-    message.leaf = Data(leaf.bytes)
+    message.leaf = leaf.withUnsafeBytes { Data($0) }
     message.state = root.message
     message.sequence = sequence
     return message

@@ -48,6 +48,11 @@ struct CustosHSM: AsyncParsableCommand {
   @Option(name: .customLong("max-sessions"), help: "Crypto User sessions open at once, at most.")
   var maxSessions = 64
 
+  @Option(
+    name: .customLong("renew-sessions-after"),
+    help: "Token operations between two renewals of the vault's PKCS #11 request sessions (bounds SoftHSM's memory).")
+  var renewSessionsAfter = PartitionVaultBackend.defaultRenewal
+
   @Flag(help: "Log debug detail to standard error.")
   var verbose = false
 
@@ -64,6 +69,7 @@ struct CustosHSM: AsyncParsableCommand {
     }
     if sessionIdleTimeout < 1 { throw ValidationError("--session-idle-timeout is at least 1 second") }
     if maxSessions < 1 { throw ValidationError("--max-sessions is at least 1") }
+    if renewSessionsAfter < 1 { throw ValidationError("--renew-sessions-after is at least 1") }
   }
 
   func run() async throws {
@@ -90,7 +96,8 @@ struct CustosHSM: AsyncParsableCommand {
       listener = .tls(host: host, port: port, certificateChain: tlsCertificate!, privateKey: tlsKey!)
     }
     let configuration = DeviceServerConfiguration(
-      device: device, listener: listener, sessionIdleTimeout: .seconds(sessionIdleTimeout), maxSessions: maxSessions)
+      device: device, listener: listener, sessionIdleTimeout: .seconds(sessionIdleTimeout), maxSessions: maxSessions,
+      renewSessionsAfter: renewSessionsAfter)
 
     let server = try DeviceServer(
       configuration: configuration, logger: logger,

@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 import Vault
 
-/// `custos bench approve`: approved EIP-1559 signatures per second through `CustodyVault`.
+/// `custos bench approve`: approved EIP-1559 signatures per second through `CustodyVault`, in
+/// this process and, with `--socket`, through a running device.
 struct BenchApprove: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "approve",
@@ -15,8 +16,21 @@ struct BenchApprove: AsyncParsableCommand {
       --concurrency concurrent tasks over --sessions PKCS #11 sessions. Results are released \
       only once the root that records each nonce is durable in the token. In the same run it \
       measures the raw cryptography (two P-256 verifications, one secp256k1 sign + verify) and \
-      the token's unseal + re-seal at the same parallelism, and each stage alone on one thread. \
-      Build with `swift build -c release` first.
+      the token's unseal + re-seal at the same parallelism, and each stage alone on one thread.
+
+      With --socket PATH --cu-credential FILE it then runs the same workload (the same code) \
+      against the running device on that socket, which must be READY and hold no wallet yet \
+      (a fresh init-device rehearsal, unsealed): --clients connections, each with its own Crypto \
+      User session, share the --concurrency requests. It reports both rates and their ratio \
+      (target >= 0.8), batch sizes (from the epochs the results carry), latency percentiles, \
+      the device's CPU, and its resident memory (VmRSS of the process found with SO_PEERCRED) \
+      before and after the wallets are created. The device serves with its own settings (one \
+      PKCS #11 session per core, linger 1 ms): the in-process run uses the same.
+
+      --create-only (with --socket) only creates --wallets wallets, as fast as the vault takes \
+      them (one per commit), and samples the device's memory every --checkpoint wallets: the \
+      check that the device holds a root, not the tree. Build with `swift build -c release` \
+      first.
       """)
 
   @Option(help: "Wallets to create (each signs once per round).")
@@ -28,65 +42,178 @@ struct BenchApprove: AsyncParsableCommand {
   @Option(help: "Concurrent requests in flight.")
   var concurrency = 32
 
-  @Option(help: "PKCS #11 sessions serving requests.")
+  @Option(help: "PKCS #11 sessions serving requests in this process (with --socket: one per core, as the device).")
   var sessions = 2
 
   @Option(help: "Calls per single-thread stage measurement.")
   var stageIterations = 500
 
+  @Option(help: "Seconds each bound (raw crypto, token) is measured.")
+  var boundSeconds = 2.0
+
   @Option(
     name: .customLong("linger-us"), help: "Longest a token write waits for requests still under way (microseconds).")
   var lingerMicroseconds = 1_000
 
+  @Option(help: "A running device's Unix socket: run the same workload against it too (it must be READY).")
+  var socket: String?
+
+  @Option(name: .customLong("cu-credential"), help: "With --socket: the file holding the Crypto User credential.")
+  var cuCredential: String?
+
+  @Option(help: "With --socket: connections to the device, each with its own session.")
+  var clients = 8
+
+  @Flag(help: "With --socket: only create --wallets wallets, sampling the device's memory.")
+  var createOnly = false
+
+  @Option(help: "With --create-only: wallets between two memory samples.")
+  var checkpoint = 100_000
+
+  @Flag(help: "Print JSON instead of text.")
+  var json = false
+
   @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
-    guard wallets >= 1, rounds >= 1, concurrency >= 1, sessions >= 1, stageIterations >= 1, lingerMicroseconds >= 0
+    guard wallets >= 1, rounds >= 1, concurrency >= 1, sessions >= 1, stageIterations >= 1, lingerMicroseconds >= 0,
+      clients >= 1, checkpoint >= 1, boundSeconds > 0
     else {
-      throw ValidationError("every count must be at least 1")
+      throw ValidationError("every count must be at least 1 (and --bound-seconds above 0)")
     }
+    if socket == nil {
+      if cuCredential != nil { throw ValidationError("--cu-credential goes with --socket") }
+      if createOnly { throw ValidationError("--create-only creates wallets on a running device: give --socket") }
+    } else if cuCredential == nil {
+      throw ValidationError("--socket needs the Crypto User credential: --cu-credential FILE")
+    }
+    if clients > 64 { throw ValidationError("--clients is at most 64 (the device's sessions)") }
   }
 
   func run() async throws {
     let logger = logging.makeLogger("custos.bench")
-    let report = try await ApproveBenchmark(
-      options: .init(
-        wallets: wallets, rounds: rounds, concurrency: concurrency, sessions: sessions,
-        stageIterations: stageIterations, linger: .microseconds(lingerMicroseconds)),
-      logger: logger
-    ).run()
+    let socketBench = socket.map {
+      SocketBench(
+        socket: URL(fileURLWithPath: $0).standardizedFileURL.path, credentialFile: cuCredential!, clients: clients,
+        concurrency: concurrency)
+    }
+    // The device is checked (READY, no wallet yet) and logged in before anything runs.
+    let connection = try await socketBench?.connect()
+    if createOnly, let socketBench, let connection {
+      try await runCreateOnly(socketBench, connection)
+      return
+    }
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let inProcess: ApproveBenchmark.Report
+    do {
+      inProcess = try await ApproveBenchmark(
+        options: .init(
+          wallets: wallets, rounds: rounds, concurrency: concurrency, sessions: socket == nil ? sessions : cores,
+          stageIterations: stageIterations,
+          linger: socket == nil ? .microseconds(lingerMicroseconds) : .milliseconds(1),
+          boundSeconds: boundSeconds),
+        logger: logger
+      ).run()
+    } catch {
+      await connection?.close()
+      throw error
+    }
+    if !json { printInProcess(inProcess) }
+    var socketReport: SocketBench.Report? = nil
+    if let socketBench, let connection {
+      socketReport = try await socketBench.run(
+        connection, wallets: wallets, rounds: rounds, boundSeconds: boundSeconds)
+    }
+    let comparison = socketReport.flatMap { Comparison(inProcess: inProcess.workload, socket: $0) }
+    if json {
+      let output = JSONReport(
+        inProcess: JSONReport.InProcess(inProcess), socket: socketReport,
+        ratio: socketReport?.workload.map { $0.best / inProcess.best }, comparison: comparison)
+      print(try output.encoded())
+    } else if let socketReport, let workload = socketReport.workload {
+      printSocket(socketReport, workload)
+      print("")
+      print(
+        String(
+          format: "socket / in-process: %.2f (target >= 0.80): %.0f /s over %d connections against %.0f /s",
+          workload.best / inProcess.best, workload.best, socketReport.clients, inProcess.best))
+      if let comparison {
+        print(
+          String(
+            format:
+              "  CPU per signature (best rounds): in-process %.0f us; socket %.0f us (client %.0f + device %.0f): "
+              + "ratio %.2f",
+            comparison.inProcessMicroseconds, comparison.clientMicroseconds + comparison.deviceMicroseconds,
+            comparison.clientMicroseconds, comparison.deviceMicroseconds, comparison.cpuRatio))
+        print(
+          String(
+            format: "  bound from the wire alone when both processes share the cores: %.0f / (%.0f + %.0f us a call) "
+              + "= %.2f", comparison.inProcessMicroseconds, comparison.inProcessMicroseconds,
+            comparison.wireMicroseconds, comparison.wireBound))
+      }
+    }
+    let matches = inProcess.workload.durableRootMatches && (socketReport?.durableRootMatches ?? true)
+    if !matches { throw CommandFailure("a durable root differs from the mirror's tree (see above)") }
+  }
+
+  // MARK: Creation only
+
+  func runCreateOnly(_ bench: SocketBench, _ connection: SocketBench.Connection) async throws {
+    if !json {
+      print("custos bench approve --create-only: \(wallets) wallets on the device at \(bench.socket)")
+      print("  wallets      seconds   wallets/s   device VmRSS   VmHWM")
+    }
+    var last: DeviceMemory? = nil
+    let report = try await bench.createOnly(connection, wallets: wallets, checkpoint: checkpoint) { sample in
+      guard !json else { return }
+      var rate = "           "
+      if let seconds = sample.seconds, let previous = last {
+        rate = String(
+          format: "%11.0f", Double(sample.wallets - previous.wallets) / (seconds - (previous.seconds ?? 0)))
+      }
+      print(
+        String(format: "  %9d  %9.1f ", sample.wallets, sample.seconds ?? 0) + rate
+          + "   \(mebibytes(sample.residentBytes))     \(mebibytes(sample.peakBytes))")
+      fflush(nil)  // each sample as it is taken, also into a pipe
+      last = sample
+    }
+    if json {
+      print(try JSONReport(inProcess: nil, socket: report, ratio: nil, comparison: nil).encoded())
+    } else if let creation = report.creation {
+      let resident = report.memory.last?.residentBytes ?? 0
+      print("")
+      print("device \(report.device), pid \(report.pid) (found with SO_PEERCRED)")
+      print(
+        String(
+          format: "created %d wallets in %.1f s: %.0f /s (one per commit), ", creation.wallets, creation.seconds,
+          creation.perSecond) + "latency \(latency(creation.latency))")
+      print(
+        "device resident memory after them: \(mebibytes(resident)) (target < 64 MiB: "
+          + "\(resident < 64 << 20 ? "met" : "NOT met")); peak \(mebibytes(report.memory.map(\.peakBytes).max() ?? 0))")
+      print("durable root read from the device equals the mirror's tree: \(report.durableRootMatches)")
+    }
+    if !report.durableRootMatches { throw CommandFailure("the device's durable root differs from the mirror's tree") }
+  }
+
+  // MARK: Text
+
+  func printInProcess(_ report: ApproveBenchmark.Report) {
     func rate(_ value: Double) -> String { String(format: "%8.0f /s", value) }
     print(
       "custos bench approve: \(wallets) wallets x \(rounds) rounds, \(concurrency) concurrent requests, "
-        + "\(sessions) sessions, linger \(lingerMicroseconds) us, \(report.cores) cores, "
-        + "\(report.optimized ? "release" : "DEBUG") build")
-    print(
-      String(
-        format: "wallets created in %.1f s (one at a time: each add waits for the previous commit)",
-        report.creationSeconds))
+        + "\(report.options.sessions) sessions, linger \(Int(seconds(report.options.linger) * 1e6)) us, "
+        + "\(report.cores) cores, \(report.optimized ? "release" : "DEBUG") build")
     print("")
-    print("approved EIP-1559 signatures (2 of 3 ES256 passkeys, nonce durable before release)")
-    for (index, value) in report.rounds.enumerated() {
-      print(
-        "  round \(index + 1): \(rate(value))"
-          + String(
-            format: "   %.2f cores busy, %.0f us of CPU per signature", report.coresBusy[index],
-            report.coresBusy[index] * 1e6 / value))
-    }
-    print("  best:    \(rate(report.best))   (target >= 2000 /s)")
+    print("in-process (CustodyVault in this process)")
+    printWorkload(report.workload)
     let statistics = report.statistics
-    print("")
-    print("group commit")
     print(
       String(
-        format: "  %d commits, batch size min %d / mean %.1f / max %d, %.2f ms per commit (label write + fsync)",
+        format: "  the vault's own count: %d commits, batch size min %d / mean %.1f / max %d, %.2f ms per commit "
+          + "(label write + fsync)",
         statistics.commits, statistics.commits == 0 ? 0 : statistics.smallestBatch, statistics.meanBatch,
         statistics.largestBatch,
         statistics.commits == 0 ? 0 : seconds(statistics.commitDuration) * 1000 / Double(statistics.commits)))
-    let histogram = zip(CommitStatistics.bucketLabels, statistics.histogram).filter { $0.1 > 0 }
-      .map { "\($0.0): \($0.1)" }.joined(separator: ", ")
-    print("  batches by size: \(histogram)")
-    print("  durable root read back from the token equals the server's: \(report.durableRootMatches)")
     print("")
     print("bounds at the same parallelism (\(concurrency) tasks)")
     print("  raw crypto (2 P-256 verify + secp256k1 sign + verify): \(rate(report.rawCryptoPerSecond))")
@@ -105,7 +232,135 @@ struct BenchApprove: AsyncParsableCommand {
         1e6 / sum * Double(report.cores), report.cores))
   }
 
+  func printSocket(_ report: SocketBench.Report, _ workload: ApproveWorkloadReport) {
+    print("")
+    print(
+      "socket (device \(report.device), pid \(report.pid) found with SO_PEERCRED; \(report.clients) connections, "
+        + "each its own Crypto User session)")
+    printWorkload(workload)
+    if let wire = report.wire {
+      print(
+        "  the wire alone (GetRootState: session check, root read): one at a time \(latency(wire.sequential)); "
+          + String(
+            format: "%d callers: %.0f calls/s, %.0f us device CPU + %.0f us client CPU per call", concurrency,
+            wire.callsPerSecond, wire.deviceMicrosecondsPerCall, wire.clientMicrosecondsPerCall))
+    }
+    let memory = report.memory
+    if memory.count == 3 {
+      print(
+        "  device resident memory (VmRSS): \(mebibytes(memory[0].residentBytes)) before the wallets, "
+          + "\(mebibytes(memory[1].residentBytes)) after \(memory[1].wallets), \(mebibytes(memory[2].residentBytes)) "
+          + "after the rounds; peak (VmHWM) \(mebibytes(memory[2].peakBytes))")
+    }
+  }
+
+  /// One target's workload report: the same lines for both.
+  func printWorkload(_ report: ApproveWorkloadReport) {
+    let creation = report.creation
+    print(
+      String(
+        format: "  %d wallets created in %.1f s, %.0f /s (one at a time: each add waits for the previous commit), ",
+        creation.wallets, creation.seconds, creation.perSecond) + "latency \(latency(creation.latency))")
+    print("  approved EIP-1559 signatures (2 of 3 ES256 passkeys, nonce durable before release)")
+    for (index, round) in report.rounds.enumerated() {
+      var line = String(
+        format: "    round %d: %8.0f /s   this process %.2f cores busy (%.0f us CPU / signature)", index + 1,
+        round.perSecond, round.coresBusy, round.coresBusy * 1e6 / round.perSecond)
+      if let device = round.deviceCoresBusy {
+        line += String(format: ", device %.2f (%.0f us)", device, device * 1e6 / round.perSecond)
+      }
+      print(line)
+      let batches = round.batches
+      let histogram = zip(CommitStatistics.bucketLabels, batches.histogram).filter { $0.1 > 0 }
+        .map { "\($0.0): \($0.1)" }.joined(separator: ", ")
+      print(
+        String(
+          format: "      %d commits, batch size min %d / mean %.1f / max %d (%@); ", batches.commits, batches.smallest,
+          batches.mean, batches.largest, histogram) + "latency \(latency(round.latency))"
+          + (round.staleProofRetries > 0 ? "; \(round.staleProofRetries) stale-proof retries" : ""))
+    }
+    print(String(format: "    best:    %8.0f /s   (target >= 2000 /s)", report.best))
+    print("  durable root equals the mirror's tree: \(report.durableRootMatches)")
+  }
+
+  func latency(_ latency: ApproveWorkloadReport.Latency) -> String {
+    String(format: "p50 %.2f / p90 %.2f / p99 %.2f / max %.2f ms", latency.p50, latency.p90, latency.p99, latency.max)
+  }
+
+  func mebibytes(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+
   func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+  }
+}
+
+/// `custos bench approve --json`.
+struct JSONReport: Codable {
+  /// The in-process run with its bounds.
+  struct InProcess: Codable {
+    struct Stage: Codable {
+      var name: String
+      var microseconds: Double
+    }
+    var optimized: Bool
+    var cores: Int
+    var sessions: Int
+    var workload: ApproveWorkloadReport
+    /// The vault's own count of batch sizes over the rounds.
+    var vaultBatches: ApproveWorkloadReport.Batches
+    var rawCryptoPerSecond: Double
+    var tokenPerSecond: Double
+    var stages: [Stage]
+
+    init(_ report: ApproveBenchmark.Report) {
+      optimized = report.optimized
+      cores = report.cores
+      sessions = report.options.sessions
+      workload = report.workload
+      vaultBatches = ApproveWorkloadReport.Batches(report.statistics)
+      rawCryptoPerSecond = report.rawCryptoPerSecond
+      tokenPerSecond = report.tokenPerSecond
+      stages = report.stages.map { Stage(name: $0.name, microseconds: $0.microseconds) }
+    }
+  }
+
+  var inProcess: InProcess?
+  var socket: SocketBench.Report?
+  /// Socket rate over in-process rate (best rounds).
+  var ratio: Double?
+  var comparison: Comparison?
+
+  func encoded() throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(self), as: UTF8.self)
+  }
+}
+
+/// Where the socket run's CPU goes next to the in-process run's: both processes' CPU time per
+/// signature in their best rounds, and the best ratio the wire allows when the client and the
+/// device share the machine's cores (the in-process CPU per signature over itself plus one
+/// bare call's CPU on both sides, measured with GetRootState).
+struct Comparison: Codable {
+  var inProcessMicroseconds: Double
+  var clientMicroseconds: Double
+  var deviceMicroseconds: Double
+  /// In-process CPU per signature over the socket run's (client + device).
+  var cpuRatio: Double
+  /// One bare call's CPU, client and device.
+  var wireMicroseconds: Double
+  var wireBound: Double
+
+  init?(inProcess: ApproveWorkloadReport, socket: SocketBench.Report) {
+    guard let workload = socket.workload, let wire = socket.wire,
+      let local = inProcess.rounds.max(by: { $0.perSecond < $1.perSecond }),
+      let remote = workload.rounds.max(by: { $0.perSecond < $1.perSecond })
+    else { return nil }
+    inProcessMicroseconds = local.coresBusy * 1e6 / local.perSecond
+    clientMicroseconds = remote.coresBusy * 1e6 / remote.perSecond
+    deviceMicroseconds = (remote.deviceCoresBusy ?? 0) * 1e6 / remote.perSecond
+    cpuRatio = inProcessMicroseconds / (clientMicroseconds + deviceMicroseconds)
+    wireMicroseconds = wire.deviceMicrosecondsPerCall + wire.clientMicrosecondsPerCall
+    wireBound = inProcessMicroseconds / (inProcessMicroseconds + wireMicroseconds)
   }
 }

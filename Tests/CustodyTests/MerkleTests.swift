@@ -1,4 +1,5 @@
 import Custody
+import Foundation
 import TestSupport
 import Testing
 
@@ -278,5 +279,22 @@ func treeAndVerifier(wallets n: Int) throws -> (MerkleTree<InMemoryMerkleNodeSto
     // The same change made against the current tree goes through.
     try verifier.apply(
       try tree.updateChange(walletID: 2, old: walletEncodings[2], new: SampleWallet.encoding(id: 2, revision: 1)))
+  }
+}
+
+/// `Hash256` from 32 bytes in any collection: arrays and `Data` take the one-load path, other
+/// collections the element-wise one, and all give the same value; other lengths give nil.
+@Suite struct Hash256BytesTests {
+  @Test func everyCollectionOf32BytesGivesTheSameValue() throws {
+    let bytes = (0..<32).map { UInt8($0 * 7 + 1) }
+    let value = try #require(Hash256(bytes))
+    #expect(value.bytes == bytes)
+    #expect(Hash256(Data(bytes)) == value)
+    #expect(Hash256(bytes[0..<32]) == value)
+    #expect(Hash256(bytes.reversed().reversed()) == value)  // not contiguous
+    #expect(Hash256(bytes.lazy.map { $0 }) == value)
+    #expect(Hash256(Array(bytes.dropLast())) == nil)
+    #expect(Hash256(Data(bytes + [0])) == nil)
+    #expect(Hash256(hex: value.hex) == value)
   }
 }

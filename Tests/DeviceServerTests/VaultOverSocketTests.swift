@@ -10,25 +10,53 @@ import VaultWire
 import Glibc
 #endif
 
+/// The approvers of the socket tests' wallets: two bots and one software passkey, any two of
+/// which approve (keys from `seed`).
+struct SocketApprovers {
+  let passkey: SoftwareAuthenticator
+  let botA: SoftwareBot
+  let botB: SoftwareBot
+
+  init(seed: String) throws {
+    func key(_ name: String) -> [UInt8] { Array(Hash256.sha256(Array("\(seed) \(name)".utf8)).bytes) }
+    passkey = try SoftwareAuthenticator(.es256, credentialID: key("passkey id"), privateKey: key("passkey"))
+    botA = try SoftwareBot(.p256, privateKey: key("bot a"))
+    botB = try SoftwareBot(.ed25519, privateKey: key("bot b"))
+  }
+
+  /// A `create-wallet` envelope for a 2-of-3 custodial secp256k1 wallet of the three, and the
+  /// approvals of all three.
+  func creation(expiry: UInt64) throws -> (envelope: [UInt8], approvals: [[UInt8]]) {
+    let configuration = WalletConfiguration(
+      threshold: 2,
+      approvers: [passkey.approver("carol-passkey"), botA.approver("ops-bot-a"), botB.approver("ops-bot-b")])
+    let envelope = try RequestEnvelope(
+      walletID: 0, walletHash: .zero, operation: .createWallet(configuration), nonce: 1, expiry: expiry
+    ).encoded()
+    let approvals = [
+      passkey.approve(envelope, as: "carol-passkey"), botA.approve(envelope, as: "ops-bot-a"),
+      botB.approve(envelope, as: "ops-bot-b"),
+    ]
+    return (envelope, try approvals.map { try $0.encoded() })
+  }
+}
+
 /// A custody server's side of the socket, in miniature: a tree mirror fed with the device's
 /// results (in its sequence order), the proofs it makes, and the approvers of test wallets.
 final class SocketCustody: @unchecked Sendable {
   let client: VaultClient
   let session: VaultSession
   private let mirrorState: Mutex<VaultTreeMirror<InMemoryMerkleNodeStore>>
-  /// Two bots and one software passkey; any two of them approve.
-  let passkey: SoftwareAuthenticator
-  let botA: SoftwareBot
-  let botB: SoftwareBot
+  let approvers: SocketApprovers
+  var passkey: SoftwareAuthenticator { approvers.passkey }
+  var botA: SoftwareBot { approvers.botA }
+  var botB: SoftwareBot { approvers.botB }
 
   init(client: VaultClient, session: VaultSession) throws {
     self.client = client
     self.session = session
     mirrorState = Mutex(try VaultTreeMirror(store: InMemoryMerkleNodeStore()))
-    func key(_ name: String) -> [UInt8] { Array(Hash256.sha256(Array("socket custody \(name)".utf8)).bytes) }
-    passkey = try SoftwareAuthenticator(.es256, credentialID: key("passkey id"), privateKey: key("passkey"))
-    botA = try SoftwareBot(.p256, privateKey: key("bot a"))
-    botB = try SoftwareBot(.ed25519, privateKey: key("bot b"))
+    approvers = try SocketApprovers(seed: "socket custody")
   }
 
   static var now: UInt64 { UInt64(Date().timeIntervalSince1970) }
@@ -44,20 +72,11 @@ final class SocketCustody: @unchecked Sendable {
 
   /// Creates a 2-of-3 custodial secp256k1 wallet; returns its id.
   func createWallet() async throws -> UInt64 {
-    let configuration = WalletConfiguration(
-      threshold: 2,
-      approvers: [passkey.approver("carol-passkey"), botA.approver("ops-bot-a"), botB.approver("ops-bot-b")])
-    let envelope = try RequestEnvelope(
-      walletID: 0, walletHash: .zero, operation: .createWallet(configuration), nonce: 1, expiry: Self.now + 300
-    ).encoded()
-    let approvals = [
-      passkey.approve(envelope, as: "carol-passkey"), botA.approve(envelope, as: "ops-bot-a"),
-      botB.approve(envelope, as: "ops-bot-b"),
-    ]
+    let (envelope, approvals) = try approvers.creation(expiry: Self.now + 300)
     let proof = try mirror.currentLeafProof()
     let outcome = try await client.createWallet(
       VaultCall(
-        envelope: envelope, approvals: try approvals.map { try $0.encoded() },
+        envelope: envelope, approvals: approvals,
         proof: ChangeProof(
           proof: MerkleProof(leaf: proof.leaf, siblings: proof.siblings), leafCount: proof.anchor.leafCount,
           root: proof.anchor.root)),

@@ -48,15 +48,23 @@ final class CustodyHarness: @unchecked Sendable {
   private let lock = NSLock()
   private var mirrorState: VaultTreeMirror<InMemoryMerkleNodeStore>
 
-  init(clock: any VaultClock = TestClock(noon), sessions: Int = 2, window: Int = 4096) throws {
+  /// With `renewAfter`, the vault's request sessions move to a fresh PKCS #11 instance of the
+  /// partition after that many token operations.
+  init(clock: any VaultClock = TestClock(noon), sessions: Int = 2, window: Int = 4096, renewAfter: Int? = nil) throws {
     device = try TestDevice(partitions: ["custody"], profile: "custody")
     session = try device.userSession("custody")
     _ = try SeedSealer.generateMasterKey(in: session)
     _ = try RootStateStore.initialize(session: session, logger: testLogger)
     self.clock = clock
+    let partition = try device.device.partition("custody")
+    let recycling = renewAfter.map { operations in
+      SessionRecycling(operations: operations) {
+        try partition.openUserSessionInNewInstance(pin: SecretBytes(utf8: TestPINs.user))
+      }
+    }
     vault = try CustodyVault(
       session: session, syncDirectory: device.device.tokenDirectory(ofPartition: "custody"), sessions: sessions,
-      window: window, clock: clock, logger: testLogger)
+      window: window, clock: clock, recycling: recycling, logger: testLogger)
     mirrorState = try VaultTreeMirror(store: InMemoryMerkleNodeStore())
   }
 

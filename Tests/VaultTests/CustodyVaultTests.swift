@@ -241,6 +241,80 @@ import Testing
     #expect(statistics.commits < 12, "some batches held more than one change: \(statistics.histogram)")
   }
 
+  /// With renewals every 3 token operations, creations and concurrent signatures (each a
+  /// seal or an unseal and a re-seal) run across several fresh PKCS #11 instances: every
+  /// request succeeds, every sealed seed made in one instance opens in another, and the token
+  /// holds the mirror's root.
+  @Test func requestsCarryOnAcrossSessionRenewals() async throws {
+    let harness = try CustodyHarness(sessions: 2, renewAfter: 3)
+    var wallets = [(id: UInt64, approvers: TestApprovers)]()
+    for index in 0..<4 {
+      let approvers = try TestApprovers(seed: "renewal \(index)")
+      wallets.append((try await harness.createWallet(approvers), approvers))
+    }
+    #expect(harness.vault.sessionRenewals >= 1)
+    for _ in 0..<2 {
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for (id, approvers) in wallets {
+          let envelope = try harness.envelope(id, .signEIP1559(transfer())).encoded()
+          group.addTask {
+            var attempts = 0
+            while true {
+              do {
+                _ = try await harness.sign(
+                  id, envelope,
+                  [approvers.alice.approve(envelope, as: "alice"), approvers.bot.approve(envelope, as: "ops-bot")])
+                return
+              } catch let error as RequestError where error.code == .staleProof && attempts < 20 {
+                attempts += 1  // the mirror was behind the vault: another proof
+                await Task.yield()
+              }
+            }
+          }
+        }
+        try await group.waitForAll()
+      }
+    }
+    // 4 seals, then 8 signatures of an unseal and a re-seal each: 20 operations, counted per
+    // instance (those still running on an instance being replaced go with it).
+    #expect(harness.vault.sessionRenewals >= 3)
+    for (id, _) in wallets { #expect(try harness.wallet(id).data.requestNonce == 3) }
+    let sample = try harness.wallet(wallets[0].id)
+    _ = try await harness.vault.address(walletData: sample.encoding, sealedSeed: sample.sealedSeed)
+    #expect(try harness.mirror.tree.root() == harness.vault.rootState.durable.root)
+    #expect(try harness.tokenRoot() == harness.vault.rootState.durable)
+  }
+
+  /// Renewing after every token operation, one at a time: a seal, a refused unseal (a sealed
+  /// seed with a byte changed) and a good signature's unseal and re-seal renew the sessions
+  /// four times: a failing operation renews like any other and does not stop later renewals.
+  @Test func aFailingOperationRenewsLikeAnyOther() async throws {
+    let harness = try CustodyHarness(sessions: 1, renewAfter: 1)
+    let approvers = try TestApprovers()
+    let id = try await harness.createWallet(approvers)
+    #expect(harness.vault.sessionRenewals == 1)
+    let envelope = try harness.envelope(id, .signEIP1559(transfer())).encoded()
+    let approvals = try [
+      approvers.alice.approve(envelope, as: "alice"), approvers.bot.approve(envelope, as: "ops-bot"),
+    ]
+    .map { try $0.encoded() }
+    let wallet = try harness.wallet(id)
+    var tampered = wallet.sealedSeed
+    tampered[tampered.count - 1] ^= 0x01
+    #expect(
+      await refusal {
+        _ = try await harness.vault.sign(
+          envelope: envelope, approvals: approvals, walletData: wallet.encoding, sealedSeed: tampered,
+          proof: try harness.mirror.proof(ofWallet: id))
+      } == .sealedSeedMismatch)
+    #expect(harness.vault.sessionRenewals == 2)
+    let signed = try await harness.vault.sign(
+      envelope: envelope, approvals: approvals, walletData: wallet.encoding, sealedSeed: wallet.sealedSeed,
+      proof: try harness.mirror.proof(ofWallet: id))
+    #expect(signed.output.first == 0x02)
+    #expect(harness.vault.sessionRenewals == 4)
+  }
+
   /// Two requests for the same wallet at once (each approved, each with the current nonce):
   /// one signs, the other is refused as stale, so one nonce never gives two signatures.
   @Test func sameWalletTwiceAtOnce() async throws {

@@ -206,6 +206,18 @@ public struct RequestError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let unsupported = Code("unsupported")
     /// The token write that would have made the change durable failed; nothing of it is kept.
     public static let commitFailed = Code("commitFailed")
+
+    /// Every code this version defines, to rebuild one from its name on the far side of a
+    /// wire (a name not in the list is still kept: a newer vault may know more).
+    public static let all: [Code] = [
+      .nonCanonicalEnvelope, .malformedEnvelope, .malformedApproval, .malformedWalletData, .wrongOperation,
+      .thresholdNotMet, .duplicateApprover, .unknownApprover, .wrongClientDataType, .challengeMismatch, .wrongOrigin,
+      .crossOriginRefused, .wrongRPID, .userPresenceMissing, .userVerificationMissing, .backupFlagsInconsistent,
+      .signCounterNotIncreasing, .badSignature, .malformedClientData, .malformedAuthenticatorData, .walletMismatch,
+      .staleWalletHash, .replayedNonce, .expired, .perTransactionLimitExceeded, .rollingLimitExceeded,
+      .destinationNotAllowed, .outsideTimeWindow, .proofInvalid, .staleProof, .sealedSeedMismatch, .unsupported,
+      .commitFailed,
+    ]
   }
 
   public let code: Code

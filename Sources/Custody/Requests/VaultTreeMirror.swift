@@ -8,16 +8,22 @@
 /// database.
 public struct VaultTreeMirror<Store: MerkleNodeStore> {
   public private(set) var tree: MerkleTree<Store>
-  /// Wallet id -> its latest data (encoding) and sealed seed.
+  /// Wallet id -> its latest data (encoding) and sealed seed (empty when the mirror does not
+  /// keep wallets).
   public private(set) var wallets: [UInt64: (walletData: [UInt8], sealedSeed: [UInt8])] = [:]
   /// The sequence number of the last change mirrored.
   public private(set) var sequence: UInt64
+  /// Whether `wallets` is kept.
+  public let keepsWallets: Bool
   private var early: [UInt64: RequestResult] = [:]
 
-  /// A mirror of a vault whose root is the tree in `store`, after change `sequence`.
-  public init(store: Store, sequence: UInt64 = 0) throws {
+  /// A mirror of a vault whose root is the tree in `store`, after change `sequence`. Without
+  /// `keepingWallets` it follows the tree and checks every root but drops the wallets' data
+  /// and sealed seeds (for a run that only creates wallets, a million of them).
+  public init(store: Store, sequence: UInt64 = 0, keepingWallets: Bool = true) throws {
     tree = try MerkleTree(store: store)
     self.sequence = sequence
+    keepsWallets = keepingWallets
   }
 
   /// The anchor of the tree as mirrored so far.
@@ -68,7 +74,7 @@ public struct VaultTreeMirror<Store: MerkleNodeStore> {
     guard try tree.root() == change.root.root, tree.leafCount == change.root.leafCount else {
       throw MerkleError(.rootMismatch, "after change \(change.sequence) the mirror's root differs from the vault's")
     }
-    if change.kind == .remove {
+    if change.kind == .remove || !keepsWallets {
       wallets[change.walletID] = nil
     } else {
       wallets[change.walletID] = (result.walletData, result.sealedSeed)

@@ -30,11 +30,14 @@ public struct ApproveBenchmark {
     public var linger: Duration
     /// Where the throw-away device goes.
     public var scratchDirectory: String
+    /// How long each bound (raw crypto, token) is measured.
+    public var boundSeconds: Double
 
     public init(
       wallets: Int = 2_000, rounds: Int = 3, concurrency: Int = 32, sessions: Int = 2, stageIterations: Int = 500,
-      linger: Duration = .milliseconds(1), scratchDirectory: String = NSTemporaryDirectory()
+      linger: Duration = .milliseconds(1), scratchDirectory: String = NSTemporaryDirectory(), boundSeconds: Double = 2
     ) {
+      self.boundSeconds = boundSeconds
       self.linger = linger
       self.wallets = wallets
       self.rounds = rounds
@@ -50,13 +53,9 @@ public struct ApproveBenchmark {
     public var options: Options
     public var optimized: Bool
     public var cores: Int
-    /// Seconds to create the wallets (one at a time: adds are accepted against the running
-    /// leaf count only, so each waits for the previous one's commit).
-    public var creationSeconds: Double
-    /// Approved signatures per second in each round.
-    public var rounds: [Double]
-    /// The process's CPU time over wall time in each round (2.0 = both cores all the time).
-    public var coresBusy: [Double]
+    /// Creation and rounds, measured by the same workload the socket run uses.
+    public var workload: ApproveWorkloadReport
+    /// The vault's own count of batch sizes and commit times over the rounds.
     public var statistics: CommitStatistics
     /// Two P-256 verifications + secp256k1 sign + verify, per second, at the same parallelism.
     public var rawCryptoPerSecond: Double
@@ -64,10 +63,7 @@ public struct ApproveBenchmark {
     public var tokenPerSecond: Double
     /// Each stage alone on one thread: name and microseconds per request.
     public var stages: [(name: String, microseconds: Double)]
-    /// The durable root equals the mirror's root after the last round (read back from the token).
-    public var durableRootMatches: Bool
-
-    public var best: Double { rounds.max() ?? 0 }
+    public var best: Double { workload.best }
     public var ratio: Double { best / rawCryptoPerSecond }
   }
 
@@ -79,7 +75,8 @@ public struct ApproveBenchmark {
     self.logger = logger
   }
 
-  /// One wallet's approvers and state on the client side.
+  /// One wallet's approvers and state on the client side (`walletID` is written once, at
+  /// creation, before any round reads it).
   final class Client: @unchecked Sendable {
     let passkeys: [SoftwareAuthenticator]
     var walletID: UInt64 = 0
@@ -92,7 +89,9 @@ public struct ApproveBenchmark {
   final class Server: @unchecked Sendable {
     private let lock = NSLock()
     private var mirror: VaultTreeMirror<InMemoryMerkleNodeStore>
-    init() throws { mirror = try VaultTreeMirror(store: InMemoryMerkleNodeStore()) }
+    init(keepingWallets: Bool = true) throws {
+      mirror = try VaultTreeMirror(store: InMemoryMerkleNodeStore(), keepingWallets: keepingWallets)
+    }
     func withMirror<R>(_ body: (inout VaultTreeMirror<InMemoryMerkleNodeStore>) throws -> R) rethrows -> R {
       try lock.withLock { try body(&mirror) }
     }
@@ -114,43 +113,25 @@ public struct ApproveBenchmark {
     _ = try RootStateStore.initialize(session: session, syncDirectory: syncDirectory, logger: logger)
     let vault = try CustodyVault(
       session: session, syncDirectory: syncDirectory, sessions: options.sessions, linger: options.linger,
-      logger: logger)
-    let server = try Server()
-
-    // Wallets, one at a time.
-    let clients = try (0..<options.wallets).map { _ in try Client() }
-    let creationStart = ContinuousClock.now
-    for client in clients {
-      client.walletID = try await create(client, vault: vault, server: server)
-    }
-    let creationSeconds = seconds(ContinuousClock.now - creationStart)
-
-    // Rounds of approved signatures.
-    vault.resetCommitStatistics()
-    var rates = [Double]()
-    var coresBusy = [Double]()
-    for round in 0..<options.rounds {
-      let prepared = try clients.enumerated().map { index, client in
-        try prepare(client, server: server, pair: (index + round) % 3)
-      }
-      let start = ContinuousClock.now
-      let cpuStart = processCPUSeconds()
-      try await signAll(prepared, vault: vault, server: server)
-      let wall = seconds(ContinuousClock.now - start)
-      rates.append(Double(prepared.count) / wall)
-      coresBusy.append((processCPUSeconds() - cpuStart) / wall)
-    }
+      recycling: try scratch.recycling(), logger: logger)
+    let workload = try ApproveWorkload(targets: [vault], concurrency: options.concurrency)
+    var report = try await workload.run(
+      target: "in-process", wallets: options.wallets, rounds: options.rounds,
+      afterCreation: { vault.resetCommitStatistics() })
     let statistics = vault.commitStatistics
 
-    // Durable: the token's root (read back through the store) is the mirror's.
+    // Durable: the token's root, read back through the store, is the mirror's too.
     let durable = try RootStateStore.open(session: try session.module.openSession(session.slot), logger: logger).state
-    let mirrorRoot = try server.withMirror { try $0.anchor() }
-    let durableRootMatches = RootAnchor(durable) == mirrorRoot && vault.rootState.durable == durable
+    let mirrored = try workload.mirroredAnchor()
+    report.durableRootMatches =
+      report.durableRootMatches && RootAnchor(durable) == mirrored && vault.rootState.durable == durable
 
-    let sample = try prepare(clients[0], server: server, pair: 0)
-    let rawCrypto = try await rawCryptoRate(sample: sample, client: clients[0])
-    let token = try await tokenRate(vault: vault, server: server, client: clients[0])
-    let stages = try await stageTimes(vault: vault, server: server, client: clients[0])
+    let server = workload.server
+    let client = workload.clients[0]
+    let sample = try ApproveWorkload<CustodyVault>.prepare(client, server: server, pair: 0)
+    let rawCrypto = try await rawCryptoRate(sample: sample, client: client)
+    let token = try await tokenRate(vault: vault, server: server, client: client)
+    let stages = try await stageTimes(vault: vault, server: server, client: client)
 
     #if DEBUG
     let optimized = false
@@ -159,9 +140,7 @@ public struct ApproveBenchmark {
     #endif
     return Report(
       options: options, optimized: optimized, cores: ProcessInfo.processInfo.activeProcessorCount,
-      creationSeconds: creationSeconds, rounds: rates, coresBusy: coresBusy, statistics: statistics,
-      rawCryptoPerSecond: rawCrypto,
-      tokenPerSecond: token, stages: stages, durableRootMatches: durableRootMatches)
+      workload: report, statistics: statistics, rawCryptoPerSecond: rawCrypto, tokenPerSecond: token, stages: stages)
   }
 
   // MARK: Requests
@@ -172,75 +151,6 @@ public struct ApproveBenchmark {
     destinationAllowlist: ["0x52908400098527886E0F7030069857D2E4169EE7"])
 
   static let destination = EthereumAddress.parse("0x52908400098527886E0F7030069857D2E4169EE7")!
-
-  func create(_ client: Client, vault: CustodyVault, server: Server) async throws -> UInt64 {
-    let approvers = client.passkeys.enumerated().map { $1.approver("approver-\($0)") }
-    let configuration = WalletConfiguration(threshold: 2, approvers: approvers, policy: ApproveBenchmark.policy)
-    let envelope = try RequestEnvelope(
-      walletID: 0, walletHash: .zero, operation: .createWallet(configuration), nonce: 1,
-      expiry: SystemVaultClock().now() + 600
-    ).encoded()
-    let approvals = try client.passkeys.enumerated().map { try $1.approve(envelope, as: "approver-\($0)").encoded() }
-    let proof = try server.withMirror { try $0.currentLeafProof() }
-    let result = try await vault.createWallet(envelope: envelope, approvals: approvals, proof: proof)
-    try server.withMirror { _ = try $0.receive(result) }
-    return result.change.walletID
-  }
-
-  /// A transfer from `client`'s wallet approved by two of its three passkeys (`pair` chooses).
-  func prepare(_ client: Client, server: Server, pair: Int) throws -> Prepared {
-    let encoding = server.withMirror { $0.wallets[client.walletID]!.walletData }
-    let wallet = try WalletData.decode(encoding)
-    let transaction = EIP1559Transaction(
-      chainID: 1, nonce: wallet.requestNonce, maxPriorityFeePerGas: Amount(1_500_000_000),
-      maxFeePerGas: Amount(40_000_000_000), gasLimit: 21_000, to: ApproveBenchmark.destination,
-      value: Amount(1_000_000_000_000))
-    let envelope = try RequestEnvelope(
-      walletID: wallet.id, walletHash: Hash256.sha256(encoding), operation: .signEIP1559(transaction),
-      nonce: wallet.requestNonce + 1, expiry: SystemVaultClock().now() + 600, chain: .ethereum(chainID: 1)
-    ).encoded()
-    let chosen = [(0, 1), (1, 2), (0, 2)][pair % 3]
-    let approvals = try [chosen.0, chosen.1].map {
-      try client.passkeys[$0].approve(envelope, as: "approver-\($0)").encoded()
-    }
-    return Prepared(walletID: wallet.id, envelope: envelope, approvals: approvals)
-  }
-
-  /// Sends every prepared request from `options.concurrency` tasks.
-  func signAll(_ prepared: [Prepared], vault: CustodyVault, server: Server) async throws {
-    let next = NSLock()
-    nonisolated(unsafe) var cursor = 0
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      for _ in 0..<options.concurrency {
-        group.addTask {
-          while true {
-            let index: Int = next.withLock {
-              defer { cursor += 1 }
-              return cursor
-            }
-            guard index < prepared.count else { return }
-            let request = prepared[index]
-            while true {
-              let (walletData, sealedSeed, proof) = try server.withMirror { mirror in
-                let entry = mirror.wallets[request.walletID]!
-                return (entry.walletData, entry.sealedSeed, try mirror.proof(ofWallet: request.walletID))
-              }
-              do {
-                let result = try await vault.sign(
-                  envelope: request.envelope, approvals: request.approvals, walletData: walletData,
-                  sealedSeed: sealedSeed, proof: proof)
-                try server.withMirror { _ = try $0.receive(result) }
-                break
-              } catch let error as RequestError where error.code == .staleProof {
-                await Task.yield()  // the mirror is behind the vault: fetch a newer proof
-              }
-            }
-          }
-        }
-      }
-      try await group.waitForAll()
-    }
-  }
 
   // MARK: Bounds
 
@@ -261,7 +171,7 @@ public struct ApproveBenchmark {
     let secret = Hashes.sha256(Array("raw bound key".utf8))
     let digest = Hashes.sha256(Array("raw bound digest".utf8))
     let publicKey = try secret.withUnsafeBytes { try secp.publicKey(secret: $0) }
-    return try await rate(tasks: options.concurrency, seconds: 2) {
+    return try await rate(tasks: options.concurrency, seconds: options.boundSeconds) {
       for assertion in assertions {
         guard
           WebAuthn.verifyP256(signatureDER: assertion.signature, over: assertion.signed, rawPublicKey: assertion.key)
@@ -282,7 +192,7 @@ public struct ApproveBenchmark {
     }
     let walletHash = Hash256.sha256(encoding).bytes
     let sealed = try SealedSeed(bytes: sealedBytes)
-    return try await rate(tasks: options.concurrency, seconds: 2) {
+    return try await rate(tasks: options.concurrency, seconds: options.boundSeconds) {
       try await vault.pool.withVault { wallet in
         let seed = try wallet.sealer.open(sealed, walletHash: walletHash)
         _ = try wallet.sealer.seal(seed, walletHash: walletHash)
@@ -320,7 +230,7 @@ public struct ApproveBenchmark {
   func stageTimes(
     vault: CustodyVault, server: Server, client: Client
   ) async throws -> [(name: String, microseconds: Double)] {
-    let sample = try prepare(client, server: server, pair: 0)
+    let sample = try ApproveWorkload<CustodyVault>.prepare(client, server: server, pair: 0)
     let (encoding, sealedBytes, proof) = try server.withMirror { mirror in
       let entry = mirror.wallets[client.walletID]!
       return (entry.walletData, entry.sealedSeed, try mirror.proof(ofWallet: client.walletID))
@@ -382,8 +292,8 @@ public struct ApproveBenchmark {
   }
 }
 
-/// User and system CPU seconds the process has used (every thread).
-func processCPUSeconds() -> Double {
+/// User and system CPU seconds this process has used (every thread).
+public func processCPUSeconds() -> Double {
   var usage = rusage()
   getrusage(RUSAGE_SELF.rawValue, &usage)
   func value(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }

@@ -10,6 +10,7 @@ public struct BenchmarkDevice {
   public let device: Device
   /// A read-write user session of the custody partition.
   public let session: Session
+  private let userPIN: SecretBytes
 
   /// Creates the device under `scratchDirectory`, with the custody partition's allow-list.
   public init(in scratchDirectory: String, logger: Logger) throws {
@@ -25,6 +26,15 @@ public struct BenchmarkDevice {
       ], logger: logger)
     session = try device.partition("custody").openSession(readWrite: true)
     try session.login(.user, pin: userPIN)
+    self.userPIN = userPIN
+  }
+
+  /// Request sessions renewed as the device renews them (`custos-hsm`'s default), so the
+  /// in-process benchmark does the same token work as the device.
+  public func recycling(operations: Int = SessionRecycling.deviceDefault) throws -> SessionRecycling {
+    let partition = try device.partition("custody")
+    let pin = userPIN
+    return SessionRecycling(operations: operations) { try partition.openUserSessionInNewInstance(pin: pin) }
   }
 
   /// The custody partition's token directory (what commits flush).

@@ -41,14 +41,16 @@ public final class CustodyVault: Sendable {
   /// root state there (committing with `session`, flushing `syncDirectory`, the partition's
   /// token directory, after each write) and `sessions` more sessions beside it for requests.
   /// Proofs may be made against any of the last `window` roots. A token write waits at most
-  /// `linger` for requests still under way to join it (not at all when none is).
+  /// `linger` for requests still under way to join it (not at all when none is). With
+  /// `recycling`, the request sessions move to a fresh PKCS #11 instance every so many token
+  /// operations (SoftHSM keeps every destroyed sealing key until `C_Finalize`).
   public init(
     session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount,
     window: Int = 4096, linger: Duration = .milliseconds(1), clock: any VaultClock = SystemVaultClock(),
-    logger: Logger
+    recycling: SessionRecycling? = nil, logger: Logger
   ) throws {
     let store = try RootStateStore.open(session: session, syncDirectory: syncDirectory, logger: logger)
-    pool = try SessionPool(beside: session, count: sessions, logger: logger)
+    pool = try SessionPool(beside: session, count: sessions, recycling: recycling, logger: logger)
     commits = GroupCommit(store: store, window: window, linger: linger, logger: logger)
     self.clock = clock
     self.logger = logger
@@ -65,6 +67,9 @@ public final class CustodyVault: Sendable {
 
   /// How many sessions serve requests in parallel.
   public var sessionCount: Int { pool.count }
+
+  /// How many times the request sessions moved to a fresh PKCS #11 instance.
+  public var sessionRenewals: Int { pool.renewalCount }
 
   // MARK: Requests
 
@@ -382,4 +387,9 @@ public final class CustodyVault: Sendable {
       throw RequestError(.sealedSeedMismatch, error.reason)
     }
   }
+}
+
+extension CustodyVault: VaultRequestAPI {
+  /// The root the token holds durably.
+  public func durableRoot() async throws -> RootState { rootState.durable }
 }

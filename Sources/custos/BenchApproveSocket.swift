@@ -1,0 +1,253 @@
+import Custody
+import Foundation
+import Vault
+import VaultWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The process at the other end of a Unix socket (found with `SO_PEERCRED`), and what
+/// `/proc` says about its memory and CPU time.
+struct PeerProcess {
+  let pid: pid_t
+
+  /// Connects to the socket at `path` and asks the kernel who accepted.
+  init(socket path: String) throws {
+    let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else {
+      throw CommandFailure("cannot make a Unix socket: \(String(cString: strerror(errno)))")
+    }
+    defer { close(descriptor) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let capacity = MemoryLayout.size(ofValue: address.sun_path)
+    guard path.utf8.count < capacity else { throw CommandFailure("the socket path \(path) is too long") }
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+      for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+    }
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    guard connected == 0 else {
+      throw CommandFailure(
+        "cannot connect to \(path) to find the device's process: \(String(cString: strerror(errno)))")
+    }
+    // struct ucred {pid_t pid; uid_t uid; gid_t gid;} (Glibc hides it behind _GNU_SOURCE).
+    var credentials = [Int32](repeating: 0, count: 3)
+    var length = socklen_t(MemoryLayout<Int32>.size * 3)
+    let answered = credentials.withUnsafeMutableBytes {
+      getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, $0.baseAddress, &length)
+    }
+    guard answered == 0, length == socklen_t(MemoryLayout<Int32>.size * 3), credentials[0] > 0 else {
+      throw CommandFailure("SO_PEERCRED on \(path) failed: \(String(cString: strerror(errno)))")
+    }
+    pid = credentials[0]
+  }
+
+  /// Resident and peak resident memory (VmRSS, VmHWM of /proc/PID/status), in bytes.
+  func memory() throws -> (resident: Int, peak: Int) {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+      throw CommandFailure("cannot read /proc/\(pid)/status (has the device stopped?)")
+    }
+    func kilobytes(_ field: String) throws -> Int {
+      guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+        let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) })
+      else { throw CommandFailure("/proc/\(pid)/status has no \(field)") }
+      return value
+    }
+    return (try kilobytes("VmRSS") * 1024, try kilobytes("VmHWM") * 1024)
+  }
+
+  /// User and system CPU seconds the process has used (fields 14 and 15 of /proc/PID/stat).
+  func cpuSeconds() -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { return 0 }
+    // After "pid (comm)" the fields start at number 3 (state).
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+  }
+}
+
+/// The device's memory at one point of the run.
+struct DeviceMemory: Codable {
+  /// Wallets the run had created by then.
+  var wallets: Int
+  /// Seconds since the creation began (nil before it).
+  var seconds: Double?
+  /// VmRSS and VmHWM, bytes.
+  var residentBytes: Int
+  var peakBytes: Int
+}
+
+/// `custos bench approve --socket`: the workload against a running device, through `clients`
+/// connections, each with its own Crypto User session.
+struct SocketBench {
+  let socket: String
+  let credentialFile: String
+  let clients: Int
+  let concurrency: Int
+
+  /// What the socket run found.
+  struct Report: Codable {
+    var device: String
+    var pid: Int32
+    var clients: Int
+    /// The workload's report (nil in a creation-only run).
+    var workload: ApproveWorkloadReport?
+    /// The creation of a creation-only run.
+    var creation: ApproveWorkloadReport.Creation?
+    var durableRootMatches: Bool
+    var memory: [DeviceMemory]
+    /// The wire's own cost (not in a creation-only run).
+    var wire: WireBound?
+  }
+
+  /// The device, logged in on every connection.
+  struct Connection {
+    let device: String
+    let peer: PeerProcess
+    let vaults: [RemoteVault]
+
+    /// Logs out and closes every connection.
+    func close() async {
+      for vault in vaults {
+        try? await vault.client.logout(vault.session)
+        await vault.client.close()
+      }
+    }
+  }
+
+  /// Connects `clients` clients, logs each in, and checks that the device is READY and holds no
+  /// wallet yet (the run mirrors its tree from the start).
+  func connect() async throws -> Connection {
+    var connected = [VaultClient]()
+    do {
+      for _ in 0..<clients { connected.append(try VaultClient(endpoint: .unixSocket(path: socket))) }
+      let status = try await connected[0].status()
+      guard status.state == .ready else {
+        throw CommandFailure(
+          "the device at \(socket) is \(status.state): unseal it first (custos operator unseal --socket \(socket))")
+      }
+      if let root = status.root, root.leafCount != 1 {
+        throw CommandFailure(
+          "the device at \(socket) already holds \(root.leafCount - 1) wallets; the socket run mirrors the device's "
+            + "tree from its first wallet, so it needs a device with none (a fresh init-device rehearsal)")
+      }
+      let credential = try VaultClient.readCredential(at: credentialFile)
+      var vaults = [RemoteVault]()
+      for client in connected {
+        vaults.append(RemoteVault(client: client, session: try await client.login(credential: credential)))
+      }
+      return Connection(
+        device: "\(status.name) (serial \(status.serial))", peer: try PeerProcess(socket: socket), vaults: vaults)
+    } catch let error as VaultWireError {
+      for client in connected { await client.close() }
+      throw CommandFailure("the device at \(socket): \(error)")
+    } catch {
+      for client in connected { await client.close() }
+      throw error
+    }
+  }
+
+  /// The wire's own cost, measured with the cheapest session call (`GetRootState`: a session
+  /// check and a root read, no vault work): one call at a time on one connection, then
+  /// `concurrency` callers over every connection for `seconds`, with both processes' CPU.
+  struct WireBound: Codable {
+    var sequential: ApproveWorkloadReport.Latency
+    var callsPerSecond: Double
+    var deviceMicrosecondsPerCall: Double
+    var clientMicrosecondsPerCall: Double
+  }
+
+  func wireBound(_ connection: Connection, seconds: Double) async throws -> WireBound {
+    let first = connection.vaults[0]
+    var latencies = [Duration]()
+    for _ in 0..<500 {
+      let start = ContinuousClock.now
+      _ = try await first.durableRoot()
+      latencies.append(ContinuousClock.now - start)
+    }
+    let vaults = connection.vaults
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let start = ContinuousClock.now
+    let (deviceStart, clientStart) = (connection.peer.cpuSeconds(), processCPUSeconds())
+    let calls = try await withThrowingTaskGroup(of: Int.self) { group in
+      for task in 0..<concurrency {
+        let vault = vaults[task % vaults.count]
+        group.addTask {
+          var count = 0
+          while ContinuousClock.now < deadline {
+            _ = try await vault.durableRoot()
+            count += 1
+          }
+          return count
+        }
+      }
+      return try await group.reduce(0, +)
+    }
+    let elapsed = ContinuousClock.now - start
+    let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return WireBound(
+      sequential: ApproveWorkloadReport.Latency(latencies), callsPerSecond: Double(calls) / wall,
+      deviceMicrosecondsPerCall: (connection.peer.cpuSeconds() - deviceStart) * 1e6 / Double(calls),
+      clientMicrosecondsPerCall: (processCPUSeconds() - clientStart) * 1e6 / Double(calls))
+  }
+
+  /// Wallets and rounds of signatures, with the device's memory before and after the wallets
+  /// are created and after the rounds.
+  func run(_ connection: Connection, wallets: Int, rounds: Int, boundSeconds: Double) async throws -> Report {
+    let (device, peer, vaults) = (connection.device, connection.peer, connection.vaults)
+    do {
+      var memory = [try sample(peer, wallets: 0, seconds: nil)]
+      let wire = try await wireBound(connection, seconds: boundSeconds)
+      let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency)
+      let report = try await workload.run(
+        target: "socket", wallets: wallets, rounds: rounds, deviceCPUSeconds: { peer.cpuSeconds() },
+        afterCreation: { memory.append(try sample(peer, wallets: wallets, seconds: nil)) })
+      memory.append(try sample(peer, wallets: wallets, seconds: nil))
+      await connection.close()
+      return Report(
+        device: device, pid: peer.pid, clients: clients, workload: report, creation: nil,
+        durableRootMatches: report.durableRootMatches, memory: memory, wire: wire)
+    } catch {
+      await connection.close()
+      throw error
+    }
+  }
+
+  /// Creates `wallets` wallets as fast as the vault takes them (one per commit) and samples the
+  /// device's memory every `checkpoint` wallets; `progress` sees each sample as it is taken.
+  func createOnly(
+    _ connection: Connection, wallets: Int, checkpoint: Int, progress: (DeviceMemory) -> Void
+  ) async throws -> Report {
+    let (device, peer, vaults) = (connection.device, connection.peer, connection.vaults)
+    do {
+      var memory = [try sample(peer, wallets: 0, seconds: nil)]
+      progress(memory[0])
+      let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency, signing: false)
+      let creation = try await workload.createWallets(wallets, checkpointEvery: checkpoint) { created, seconds in
+        let taken = try sample(peer, wallets: created, seconds: seconds)
+        memory.append(taken)
+        progress(taken)
+      }
+      let matches = try await workload.durableRootMatches()
+      await connection.close()
+      return Report(
+        device: device, pid: peer.pid, clients: clients, workload: nil, creation: creation, durableRootMatches: matches,
+        memory: memory, wire: nil)
+    } catch {
+      await connection.close()
+      throw error
+    }
+  }
+
+  private func sample(_ peer: PeerProcess, wallets: Int, seconds: Double?) throws -> DeviceMemory {
+    let (resident, peak) = try peer.memory()
+    return DeviceMemory(wallets: wallets, seconds: seconds, residentBytes: resident, peakBytes: peak)
+  }
+}
