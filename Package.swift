@@ -144,8 +144,11 @@ let package = Package(
         "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", argumentParser, logging,
       ]
     ),
-    // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
-    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
+    // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an
+    // init-device rehearsal and running custos-hsm processes.
+    .target(
+      name: "TestSupport", dependencies: ["HSMBridge", "Custody", "Ceremony", "VaultWire", logging, crypto],
+      path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
       name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", crypto, logging],
@@ -178,7 +181,7 @@ let package = Package(
     .testTarget(
       name: "ServerTests",
       dependencies: [
-        "Server", "CustosAPI", "VaultWire", "Custody", "TestSupport", "Ceremony", "HSMBridge", "custos-hsm",
+        "Server", "CustosAPI", "VaultWire", "Custody", "TestSupport", "Ceremony", "HSMBridge", "Vault", "custos-hsm",
         "custos-server", openAPIRuntime, openAPIURLSession, grdb, crypto, logging,
       ],
       resources: [.copy("Schemas")]

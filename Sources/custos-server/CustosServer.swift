@@ -75,7 +75,9 @@ struct Serve: AsyncParsableCommand {
   var verbose = false
 
   func validate() throws {
-    guard (1...1_000_000).contains(port) || port == 0, port <= 65_535 else { throw ValidationError("--port is 0 to 65535") }
+    guard (1...1_000_000).contains(port) || port == 0, port <= 65_535 else {
+      throw ValidationError("--port is 0 to 65535")
+    }
     guard pollMilliseconds >= 10 else { throw ValidationError("--poll-ms is at least 10") }
     guard maxBody >= 1024 else { throw ValidationError("--max-body is at least 1024") }
   }

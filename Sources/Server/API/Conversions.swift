@@ -41,7 +41,9 @@ enum Read {
     return bytes
   }
 
-  static func unsigned(_ value: Int64, _ field: String, in range: ClosedRange<Int64> = 0...Int64.max) throws(APIError)
+  static func unsigned(
+    _ value: Int64, _ field: String, in range: ClosedRange<Int64> = 0...Int64.max
+  ) throws(APIError)
     -> UInt64
   {
     guard range.contains(value) else {
@@ -98,7 +100,9 @@ enum Read {
               Passkey(
                 credentialID: try bytes(passkey.credentialId, field + ".passkey.credentialId"),
                 publicKey: try bytes(passkey.publicKey, field + ".passkey.publicKey"), rpID: passkey.rpId,
-                allowedOrigins: Array(Set(passkey.allowedOrigins)).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) },
+                allowedOrigins: Array(Set(passkey.allowedOrigins)).sorted {
+                  $0.utf8.lexicographicallyPrecedes($1.utf8)
+                },
                 signCount: UInt32(signCount), requireUserVerification: passkey.requireUserVerification ?? true))))
       case (nil, let bot?):
         approvers.append(
@@ -139,7 +143,8 @@ enum Read {
     return Policy(
       perTransactionLimit: try input.perTransactionLimitWei.map { (text) throws(APIError) in
         try wei(text, "policy.perTransactionLimitWei")
-      }, rollingWindow: rolling, destinationAllowlist: Array(Set(allowlist)).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) },
+      }, rollingWindow: rolling,
+      destinationAllowlist: Array(Set(allowlist)).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) },
       timeOfDay: window)
   }
 
@@ -161,7 +166,8 @@ enum Read {
           keys.append(try hex(key, field + ".storageKeys[\(keyIndex)]", length: 32))
         }
         accessList.append(
-          EIP1559Transaction.AccessListEntry(address: try address(entry.address, field + ".address"), storageKeys: keys))
+          EIP1559Transaction.AccessListEntry(address: try address(entry.address, field + ".address"), storageKeys: keys)
+        )
       }
       return .signEIP1559(
         EIP1559Transaction(
@@ -170,7 +176,8 @@ enum Read {
           maxPriorityFeePerGas: try wei(transaction.maxPriorityFeePerGasWei, "transaction.maxPriorityFeePerGasWei"),
           maxFeePerGas: try wei(transaction.maxFeePerGasWei, "transaction.maxFeePerGasWei"),
           gasLimit: try unsigned(transaction.gasLimit, "transaction.gasLimit"),
-          to: try address(transaction.to, "transaction.to"), value: try wei(transaction.valueWei, "transaction.valueWei"),
+          to: try address(transaction.to, "transaction.to"),
+          value: try wei(transaction.valueWei, "transaction.valueWei"),
           data: try transaction.data.map { (text) throws(APIError) in try hex(text, "transaction.data") } ?? [],
           accessList: accessList))
     case (nil, let message?):
@@ -188,7 +195,8 @@ enum Read {
   static func approval(_ input: Schemas.ApprovalSubmission) throws(APIError) -> Approval {
     if let encoded = input.encoded {
       guard input.approverId == nil, input.passkey == nil, input.botSignature == nil else {
-        throw APIError(.invalidValue, "give either encoded, or approverId with passkey or botSignature", field: "encoded")
+        throw APIError(
+          .invalidValue, "give either encoded, or approverId with passkey or botSignature", field: "encoded")
       }
       do {
         return try Approval.decode(try bytes(encoded, "encoded"))

@@ -103,7 +103,8 @@ struct CustodyAPIHandler: APIProtocol {
     let wallet = Schemas.Wallet(
       id: Int64(walletID), status: found.wallet.status == .active ? .active : .removed,
       threshold: Int64(data?.threshold ?? 0), custodial: data?.custodial ?? true,
-      curve: data?.curve == .ed25519 ? .ed25519 : .secp256k1, derivation: data?.derivation == .slip10 ? .slip10 : .bip32,
+      curve: data?.curve == .ed25519 ? .ed25519 : .secp256k1,
+      derivation: data?.derivation == .slip10 ? .slip10 : .bip32,
       approvers: data?.approvers.map(Show.approver) ?? [], policy: Show.policy(data?.policy ?? Policy()),
       requestNonce: Int64(data?.requestNonce ?? 0), walletHash: found.wallet.walletHash.hex,
       walletData: found.wallet.walletData.map { Base64URL.encode($0) }, proof: proof)

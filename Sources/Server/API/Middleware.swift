@@ -215,7 +215,9 @@ struct ErrorMiddleware: ServerMiddleware {
 /// Hummingbird's own refusals (no such route, wrong method, a body it cannot read) as the API's
 /// `Error` body.
 struct RouteErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+  func handle(
+    _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+  ) async throws
     -> Response
   {
     do {

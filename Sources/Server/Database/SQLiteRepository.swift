@@ -43,7 +43,8 @@ public final class SQLiteRepository: CustodyRepository {
       id: UInt64(row["id"] as Int64), status: StoredWallet.Status(rawValue: row["status"]) ?? .removed,
       walletData: (row["wallet_data"] as Data?).map { Array($0) }, walletHash: hash(row["wallet_hash"]),
       sealedSeed: (row["sealed_seed"] as Data?).map { Array($0) },
-      createdAt: Date(timeIntervalSince1970: row["created_at"]), updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+      createdAt: Date(timeIntervalSince1970: row["created_at"]),
+      updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
   }
 
   // MARK: Requests
@@ -220,7 +221,9 @@ public final class SQLiteRepository: CustodyRepository {
       epoch: UInt64((state?["epoch"] as Int64?) ?? 0), activeWallets: UInt64(active), pendingIntents: UInt64(pending))
   }
 
-  public func walletProof(_ walletID: UInt64) async throws -> (
+  public func walletProof(
+    _ walletID: UInt64
+  ) async throws -> (
     wallet: StoredWallet, proof: WalletProof, path: MerklePath
   ) {
     try await pool.read { db in
@@ -232,7 +235,8 @@ public final class SQLiteRepository: CustodyRepository {
       let anchor = RootAnchor(leafCount: tree.leafCount, root: try tree.root())
       guard proof.leaf == wallet.walletHash else {
         throw LedgerError(
-          .doesNotFit, "wallet \(walletID)'s leaf in the tree is not the hash of its stored data (the database is damaged)")
+          .doesNotFit,
+          "wallet \(walletID)'s leaf in the tree is not the hash of its stored data (the database is damaged)")
       }
       return (wallet, WalletProof(siblings: proof.siblings, anchor: anchor), try tree.path(ofWallet: walletID))
     }

@@ -63,7 +63,9 @@ public final class DeviceConnection: Sendable {
         proof: MerkleProof(leaf: proof.leaf, siblings: proof.siblings), leafCount: proof.anchor.leafCount,
         root: proof.anchor.root))
     return try Self.result(
-      try await withSession { client, session throws(VaultWireError) in try await client.createWallet(call, session: session) })
+      try await withSession { client, session throws(VaultWireError) in
+        try await client.createWallet(call, session: session)
+      })
   }
 
   /// Changes, removes or signs with a wallet: `operation` names the vault call.

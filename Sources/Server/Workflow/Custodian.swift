@@ -295,7 +295,8 @@ public final class Custodian: Sendable {
       throw internalError("cancelling request \(requestID)", error)
     }
     guard moved else {
-      throw APIError(.requestClosed, "request \(requestID) is \(request.status.rawValue): it can no longer be cancelled")
+      throw APIError(
+        .requestClosed, "request \(requestID) is \(request.status.rawValue): it can no longer be cancelled")
     }
     return try await existingRequest(requestID)
   }
@@ -407,6 +408,7 @@ public final class Custodian: Sendable {
       return .done
     }
 
+    await FaultInjection.reach("after-intent")
     let approvals = request.approvals.map(\.encoded)
     let result: RequestResult
     do {
@@ -420,8 +422,10 @@ public final class Custodian: Sendable {
     } catch {
       return await settleRefusal(error, request: request, intent: intent, call: call, isAdd: isAdd, attempt: attempt)
     }
+    await FaultInjection.reach("after-result")
     do {
       try await ledger.deliver(result, intent: intent, walletID: request.walletID, isAdd: isAdd)
+      await FaultInjection.reach("after-apply")
       try? await repository.audit(
         VaultAuditRecord(
           at: now(), call: call, requestID: request.id, walletID: result.change.walletID, outcome: "ok", code: nil,

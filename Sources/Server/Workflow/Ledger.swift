@@ -262,7 +262,9 @@ public actor Ledger {
     agreement = .agreed
     logger.info(
       "tree reconciled with the device",
-      metadata: ["tree.leaves": "\(tree.leafCount)", "tree.root": "\(tree.root.hex)", "hsm.epoch": "\(deviceRoot.epoch)"]
+      metadata: [
+        "tree.leaves": "\(tree.leafCount)", "tree.root": "\(tree.root.hex)", "hsm.epoch": "\(deviceRoot.epoch)",
+      ]
     )
   }
 
