@@ -59,7 +59,7 @@ step "unseal over the socket: each holder submits a share, the device reports pr
   --rehearsal-dir "$rehearsal" --holder grace --holder heidi
 "$custos" operator status --socket "$socket"
 
-step "the second layer again, READY: unapproved vault calls are PENDING until the approvals API is wired"
+step "the second layer again, READY: the root answers, unapproved vault calls are refused"
 "$custos" lockdown audit --socket "$socket" --cu-credential "$rehearsal/crypto-user.credential"
 
 step "SIGTERM: new calls refused, calls in flight finished, vault and sessions closed, lock released"

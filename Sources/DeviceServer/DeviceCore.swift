@@ -283,9 +283,8 @@ public final class DeviceCore: Sendable {
     if changed { logger.notice("stopping: new calls are refused", metadata: metadata) }
   }
 
-  /// Waits for the calls in flight, commits and closes the vault, closes every session. After
-  /// this the device can be released.
-  public func finish() async {
+  /// Refuses new calls and waits until every call in flight has its answer.
+  public func drain() async {
     beginStopping()
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let drained = state.withLock { state -> Bool in
@@ -295,6 +294,12 @@ public final class DeviceCore: Sendable {
       }
       if drained { continuation.resume() }
     }
+  }
+
+  /// Waits for the calls in flight, commits and closes the vault, closes every session. After
+  /// this the device can be released.
+  public func finish() async {
+    await drain()
     let backend = state.withLock { state -> (any VaultBackend)? in
       defer { state.phase = .stopped }
       if case .stopping(let backend) = state.phase { return backend }

@@ -122,8 +122,13 @@ public final class DeviceServer: Service, Sendable {
           announce(announced)
         }
       } onGracefulShutdown: {
+        // New vault calls are refused at once; the transport stops only when every call in
+        // flight has its answer, so no committed change loses its reply in a closed stream.
         core.beginStopping()
-        server.beginGracefulShutdown()
+        Task {
+          await core.drain()
+          server.beginGracefulShutdown()
+        }
       }
     } catch {
       await core.finish()

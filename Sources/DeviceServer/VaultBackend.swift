@@ -36,111 +36,125 @@ public protocol VaultBackend: Sendable {
 /// Opens the vault of an unsealed device.
 public typealias VaultBackendFactory = @Sendable (Device, DeviceActivation, Logger) throws -> any VaultBackend
 
-/// The vault over the custody partition as it exists in this build: the root state
-/// (`RootStateStore`, `WalletRoot`) and the wallet keys (`WalletVault`).
-///
-/// ADAPTER (the lead wires it after the `approvals` branch merges): create, update, remove and
-/// sign go through the approvals-checking request API (`CustodyVault`) and its group commit;
-/// until then they answer `notAvailable`. This type never checks approvals or signs requests
-/// itself.
+/// The vault of an unsealed device: `CustodyVault` over the custody partition, with its
+/// approvals checks, policy, group commit and proof rebasing. This type only translates between
+/// the wire's values and the vault's; it never checks approvals or signs itself.
 public final class PartitionVaultBackend: VaultBackend {
   /// The partition the vault works in.
   public static let partitionName = "custody"
 
   private let session: Session
-  private let root: WalletRoot
-  private let vault: WalletVault
+  private let vault: CustodyVault
   private let logger: Logger
-  /// PKCS #11 calls of the vault's one session, one at a time, off the concurrency pool.
-  private let queue = DispatchQueue(label: "custos.vault.partition")
 
-  /// Opens the custody partition with the activation's User PIN, its root state and its master
-  /// key. The PINs are not kept.
+  /// Opens the custody partition with the activation's User PIN, its root state (flushed to
+  /// disk after each commit), its master key and a pool of sessions for requests, one per core.
+  /// The PINs are not kept.
   public static func open(device: Device, activation: DeviceActivation, logger: Logger) throws -> any VaultBackend {
+    let sessions = ProcessInfo.processInfo.activeProcessorCount
     let partition = try device.partition(partitionName)
     let session = try partition.openSession(readWrite: true)
     do {
       try session.login(.user, pin: try activation.pins(partitionName).user)
-      let store = try RootStateStore.open(
-        session: session, syncDirectory: device.tokenDirectory(ofPartition: partitionName), logger: logger)
-      return PartitionVaultBackend(
-        session: session, root: WalletRoot(store: store, logger: logger),
-        vault: try WalletVault(session: session, logger: logger), logger: logger)
+      let vault = try CustodyVault(
+        session: session, syncDirectory: device.tokenDirectory(ofPartition: partitionName), sessions: sessions,
+        logger: logger)
+      return PartitionVaultBackend(session: session, vault: vault, logger: logger)
     } catch {
       try? session.close()
       throw error
     }
   }
 
-  private init(session: Session, root: WalletRoot, vault: WalletVault, logger: Logger) {
+  private init(session: Session, vault: CustodyVault, logger: Logger) {
     self.session = session
-    self.root = root
     self.vault = vault
     self.logger = logger
   }
 
   public func rootState() async throws -> RootState {
-    try await run { self.root.state }
+    vault.rootState.durable
   }
 
   public func createWallet(_ call: VaultCall) async throws -> VaultOutcome {
-    throw Self.notWired("CreateWallet")
+    let proof = try Self.proof(call, "CreateWallet")
+    let result = try await vault.createWallet(
+      envelope: call.envelope, approvals: call.approvals,
+      proof: CurrentLeafProof(
+        leaf: proof.proof.leaf, siblings: proof.proof.siblings,
+        anchor: RootAnchor(leafCount: proof.leafCount, root: proof.root)))
+    return Self.outcome(result)
   }
 
   public func updateWallet(_ call: VaultCall) async throws -> VaultOutcome {
-    throw Self.notWired("UpdateWallet")
+    let result = try await vault.updateWallet(
+      envelope: call.envelope, approvals: call.approvals, walletData: call.walletData, sealedSeed: call.sealedSeed,
+      proof: try Self.walletProof(call, "UpdateWallet"))
+    return Self.outcome(result)
   }
 
   public func removeWallet(_ call: VaultCall) async throws -> VaultOutcome {
-    throw Self.notWired("RemoveWallet")
+    let result = try await vault.removeWallet(
+      envelope: call.envelope, approvals: call.approvals, walletData: call.walletData,
+      proof: try Self.walletProof(call, "RemoveWallet"))
+    return Self.outcome(result)
   }
 
   public func sign(_ call: VaultCall) async throws -> VaultOutcome {
-    throw Self.notWired("Sign")
+    let result = try await vault.sign(
+      envelope: call.envelope, approvals: call.approvals, walletData: call.walletData, sealedSeed: call.sealedSeed,
+      proof: try Self.walletProof(call, "Sign"))
+    return Self.outcome(result)
   }
 
   public func publicKey(_ query: PublicKeyQuery) async throws -> PublicKeyInfo {
     let wallet = try WalletData.decode(query.walletData)
     let scheme = try Self.scheme(of: wallet)
     let path = try DerivationPath(parsing: query.path)
-    let location = WalletKeyLocation(
-      sealedSeed: try SealedSeed(bytes: query.sealedSeed), walletHash: Hash256.sha256(query.walletData).bytes,
-      scheme: scheme, path: path)
-    let address = query.address.map(Self.addressKind)
     let network: ExtendedKeyNetwork =
       switch query.address {
       case .bitcoinP2WPKHTestnet, .bitcoinP2WPKHRegtest, .bitcoinP2TRTestnet, .bitcoinP2TRRegtest: .testnet
       default: .mainnet
       }
-    return try await run {
-      let key = try self.vault.publicKey(at: location, network: network)
-      return PublicKeyInfo(
-        scheme: scheme.rawValue, path: path.description, publicKey: key.publicKey, chainCode: key.chainCode,
-        fingerprint: key.fingerprint, extendedPublicKey: key.extendedPublicKey?.text,
-        address: try address.map { try self.vault.address($0, at: location) })
+    let indices = path.components.map(\.rawValue)
+    let key = try await vault.publicKey(
+      walletData: query.walletData, sealedSeed: query.sealedSeed, path: indices, network: network)
+    var address: String? = nil
+    if let kind = query.address {
+      address = try await vault.address(
+        Self.addressKind(kind), walletData: query.walletData, sealedSeed: query.sealedSeed, path: indices)
     }
+    return PublicKeyInfo(
+      scheme: scheme.rawValue, path: path.description, publicKey: key.publicKey, chainCode: key.chainCode,
+      fingerprint: key.fingerprint, extendedPublicKey: key.extendedPublicKey?.text, address: address)
   }
 
+  /// Every request has awaited its own commit by the time the server closes the backend, so
+  /// nothing is pending: this lets go of the partition's sessions.
   public func close() async throws {
-    try await run {
-      try? self.session.logout()
-      try self.session.close()
-    }
-    logger.info("custody partition closed")
+    try? session.logout()
+    try session.close()
+    logger.info("custody partition closed", metadata: ["vault.epoch": "\(vault.rootState.durable.epoch)"])
   }
 
   // MARK: Helpers
 
-  private func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-      queue.async { continuation.resume(with: Result { try body() }) }
+  private static func proof(_ call: VaultCall, _ method: String) throws -> ChangeProof {
+    guard let proof = call.proof else {
+      throw VaultWireError(.invalidArgument, "\(method) needs a Merkle proof against the device's root")
     }
+    return proof
   }
 
-  private static func notWired(_ method: String) -> VaultWireError {
-    VaultWireError(
-      .notAvailable,
-      "\(method) is not available in this build of the device: the approvals-checking vault API is not wired yet")
+  private static func walletProof(_ call: VaultCall, _ method: String) throws -> WalletProof {
+    let proof = try proof(call, method)
+    return WalletProof(
+      siblings: proof.proof.siblings, anchor: RootAnchor(leafCount: proof.leafCount, root: proof.root))
+  }
+
+  private static func outcome(_ result: RequestResult) -> VaultOutcome {
+    VaultOutcome(
+      walletData: result.walletData, sealedSeed: result.sealedSeed, result: result.output, change: result.change)
   }
 
   /// The derivation scheme of a wallet's keys, from its curve and derivation.
@@ -176,8 +190,19 @@ extension VaultWireError {
     switch error {
     case let wire as VaultWireError:
       self = wire
+    case let request as RequestError:
+      switch request.code {
+      case .nonCanonicalEnvelope, .malformedEnvelope, .malformedApproval, .malformedWalletData, .wrongOperation,
+        .unsupported, .sealedSeedMismatch:
+        self.init(.invalidArgument, request.reason, reason: request.code.name)
+      case .commitFailed:
+        self.init(
+          .deviceFailure, "the vault could not commit the root (see the device's log)", reason: request.code.name)
+      default:
+        self.init(.vaultRefused, request.reason, reason: request.code.name)
+      }
     case let merkle as MerkleError:
-      self.init(.vaultRefused, "the vault refused the change: \(merkle)")
+      self.init(.vaultRefused, "the vault refused the change: \(merkle)", reason: "proofInvalid")
     case let wallet as WalletDataError:
       self.init(.invalidArgument, "the wallet data does not decode: \(wallet)")
     case let vault as VaultError:

@@ -11,6 +11,9 @@ public enum WireMetadata {
   public static let retryAfter = "custos-retry-after-ms"
   /// After a refused credential or share: failures left before the lockout starts.
   public static let attemptsBeforeLockout = "custos-attempts-before-lockout"
+  /// The vault's own reason for refusing a request (a `RequestError` code name such as
+  /// `thresholdNotMet` or `staleProof`), beside the wire's `custos-error`.
+  public static let reason = "custos-reason"
 }
 
 /// A refusal or failure of a device call, the same value on both sides of the wire: the device
@@ -55,8 +58,6 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     public static let invalidArgument = Code("invalidArgument", status: .invalidArgument)
     /// The vault refused the request (approvals, policy, a proof against a stale root).
     public static let vaultRefused = Code("vaultRefused", status: .permissionDenied)
-    /// The operation exists in the contract but this build of the device does not serve it.
-    public static let notAvailable = Code("notAvailable", status: .unimplemented)
     /// The device holds as many sessions as it allows; close one or wait for one to time out.
     public static let tooManySessions = Code("tooManySessions", status: .resourceExhausted)
     /// The device failed inside (its token, its files); the detail is in its log.
@@ -71,7 +72,7 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     /// Every code the device sends, to rebuild one from its name.
     public static let deviceCodes: [Code] = [
       .sealed, .alreadyUnsealed, .stopping, .sessionRequired, .wrongCredential, .wrongPassword, .lockedOut,
-      .shareRefused, .activationFailed, .invalidArgument, .vaultRefused, .notAvailable, .tooManySessions,
+      .shareRefused, .activationFailed, .invalidArgument, .vaultRefused, .tooManySessions,
       .deviceFailure,
     ]
   }
@@ -79,6 +80,9 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
   public let code: Code
   /// A sentence naming what was wrong.
   public let message: String
+  /// The vault's own reason when it refused a request (`RequestError.Code` names:
+  /// `thresholdNotMet`, `staleProof`, ...); nil for refusals of the wire itself.
+  public let reason: String?
   /// While locked out: how long until the next attempt counts.
   public let retryAfter: Duration?
   /// After a counted failure: how many more the device allows before a lockout.
@@ -87,11 +91,12 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
   public let status: RPCError.Code
 
   public init(
-    _ code: Code, _ message: String, retryAfter: Duration? = nil, attemptsBeforeLockout: Int? = nil,
-    status: RPCError.Code? = nil
+    _ code: Code, _ message: String, reason: String? = nil, retryAfter: Duration? = nil,
+    attemptsBeforeLockout: Int? = nil, status: RPCError.Code? = nil
   ) {
     self.code = code
     self.message = message
+    self.reason = reason
     self.retryAfter = retryAfter
     self.attemptsBeforeLockout = attemptsBeforeLockout
     self.status = status ?? code.status
@@ -104,6 +109,7 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
   public var rpcError: RPCError {
     var metadata = Metadata()
     metadata.addString(code.name, forKey: WireMetadata.error)
+    if let reason { metadata.addString(reason, forKey: WireMetadata.reason) }
     if let retryAfter {
       let milliseconds =
         retryAfter.components.seconds * 1000 + retryAfter.components.attoseconds / 1_000_000_000_000_000
@@ -133,9 +139,10 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     let left = error.metadata[stringValues: WireMetadata.attemptsBeforeLockout].first(where: { _ in true }).flatMap {
       Int($0)
     }
+    let reason = error.metadata[stringValues: WireMetadata.reason].first(where: { _ in true })
     self.init(
-      code, error.message, retryAfter: retry.map { .milliseconds($0) }, attemptsBeforeLockout: left,
-      status: error.code)
+      code, error.message, reason: reason.map { String($0) }, retryAfter: retry.map { .milliseconds($0) },
+      attemptsBeforeLockout: left, status: error.code)
   }
 
   /// Any error of a call, as a `VaultWireError`.

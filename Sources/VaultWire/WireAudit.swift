@@ -19,9 +19,6 @@ public enum WireAudit {
     case pass = "PASS"
     /// It did not: the audit fails.
     case fail = "FAIL"
-    /// The check cannot run against this build yet (the approvals API is not wired); does not
-    /// fail the audit, and is reported as such.
-    case pending = "PENDING"
     /// Not applicable in the device's current state.
     case skipped = "SKIPPED"
   }
@@ -65,13 +62,8 @@ public enum WireAudit {
             + "expected \(check.expected); observed \(check.observed)")
       }
       lines.append(
-        "\(checks.count) checks: \(count(.pass)) passed, \(count(.fail)) failed, \(count(.pending)) pending, \(count(.skipped)) skipped"
+        "\(checks.count) checks: \(count(.pass)) passed, \(count(.fail)) failed, \(count(.skipped)) skipped"
       )
-      if count(.pending) > 0 {
-        lines.append(
-          "pending: the approvals-checking vault API is not wired in this build, so refusals of unapproved requests cannot be checked yet"
-        )
-      }
       return lines.joined(separator: "\n")
     }
 
@@ -230,13 +222,22 @@ public enum WireAudit {
         let outcome: Outcome =
           switch error?.code {
           case .vaultRefused?, .invalidArgument?: .pass
-          case .notAvailable?: .pending
           default: .fail
           }
         record(
           "unapproved-request", "\(vaultService)/\(method)", expected: "vaultRefused or invalidArgument",
           observed: describe(error), outcome)
       }
+      // What a compromised server might try: invent a wallet whose only approver is a key it
+      // holds, approve a transfer with it, and prove the wallet against the device's root. The
+      // vault must refuse: the wallet is not a leaf of its tree.
+      let forged = await probeError {
+        let root = try await client.rootState(session)
+        _ = try await client.sign(try Self.forgedWalletCall(root: root), session: session)
+      }
+      record(
+        "forged-wallet", "\(vaultService)/Sign", expected: "vaultRefused (the wallet is not in the vault's tree)",
+        observed: describe(forged), forged?.code == .vaultRefused ? .pass : .fail)
     }
 
     do {
@@ -249,6 +250,30 @@ public enum WireAudit {
     return Report(
       endpoint: client.endpoint.description, device: status.name, serial: status.serial, state: status.state.rawValue,
       checks: checks)
+  }
+
+  /// A transfer from a wallet the caller made up (one bot approver, threshold 1), approved by
+  /// that bot, with a proof that pretends the wallet is wallet 1 of the device's current tree.
+  static func forgedWalletCall(root: RootState) throws -> VaultCall {
+    let bot = try SoftwareBot(.p256)
+    let wallet = WalletData(
+      id: 1, threshold: 1, custodial: true, approvers: [bot.approver("forger")], curve: .secp256k1,
+      derivation: .bip32, requestNonce: 1, policy: Policy())
+    let walletData = try wallet.encoded()
+    let transaction = EIP1559Transaction(
+      chainID: 1, nonce: 0, maxPriorityFeePerGas: Amount(1), maxFeePerGas: Amount(1), gasLimit: 21_000,
+      to: [UInt8](repeating: 0xEE, count: 20), value: Amount(1))
+    let envelope = try RequestEnvelope(
+      walletID: 1, walletHash: Hash256.sha256(walletData), operation: .signEIP1559(transaction), nonce: 2,
+      expiry: UInt64(Date().timeIntervalSince1970) + 300, chain: .ethereum(chainID: 1)
+    ).encoded()
+    let depth = Merkle.path(to: Merkle.node(ofWallet: 1, leafCount: max(root.leafCount, 2))).depth
+    return VaultCall(
+      envelope: envelope, approvals: [try bot.approve(envelope, as: "forger").encoded()], walletData: walletData,
+      sealedSeed: [UInt8](repeating: 0, count: 65),
+      proof: ChangeProof(
+        proof: MerkleProof(leaf: Hash256.sha256(walletData), siblings: Array(repeating: .zero, count: depth)),
+        leafCount: root.leafCount, root: root.root))
   }
 
   private static func probeError(_ body: @Sendable () async throws -> Void) async -> VaultWireError? {

@@ -138,15 +138,16 @@ extension ChangeProof {
   }
 }
 
-extension AppliedChange {
+extension AppliedWalletChange {
   /// The change as the wire carries it.
   public var message: Custos_Vault_V1_AppliedChange {
     var message = Custos_Vault_V1_AppliedChange()
-    message.kind = kind
+    message.kind = kind.rawValue
     message.walletID = walletID
     message.node = node
     message.leaf = Data(leaf.bytes)
-    message.state = state.message
+    message.state = root.message
+    message.sequence = sequence
     return message
   }
 
@@ -155,9 +156,12 @@ extension AppliedChange {
     guard let leaf = Hash256(message.leaf) else {
       throw VaultWireError(.unexpected, "the device reported a change with a \(message.leaf.count)-byte leaf")
     }
+    guard let kind = Kind(rawValue: message.kind) else {
+      throw VaultWireError(.unexpected, "the device reported a change of kind '\(message.kind)'")
+    }
     self.init(
-      kind: message.kind, walletID: message.walletID, node: message.node, leaf: leaf,
-      state: try RootState(wire: message.state))
+      sequence: message.sequence, kind: kind, walletID: message.walletID, node: message.node, leaf: leaf,
+      root: try RootState(wire: message.state))
   }
 }
 
@@ -228,7 +232,7 @@ extension VaultOutcome {
   public init(_ message: Custos_Vault_V1_VaultResult) throws(VaultWireError) {
     self.init(
       walletData: Array(message.walletData), sealedSeed: Array(message.sealedSeed), result: Array(message.result),
-      change: message.hasChange ? try AppliedChange(wire: message.change) : nil)
+      change: message.hasChange ? try AppliedWalletChange(wire: message.change) : nil)
   }
 }
 

@@ -145,10 +145,10 @@ public struct VaultOutcome: Sendable, Hashable {
   public var sealedSeed: [UInt8]
   /// A raw signed transaction or a signature; empty when the operation has none.
   public var result: [UInt8]
-  /// The change committed, for the server's tree.
-  public var change: AppliedChange?
+  /// The change committed, for the server's tree (applied in `sequence` order).
+  public var change: AppliedWalletChange?
 
-  public init(walletData: [UInt8], sealedSeed: [UInt8], result: [UInt8], change: AppliedChange?) {
+  public init(walletData: [UInt8], sealedSeed: [UInt8], result: [UInt8], change: AppliedWalletChange?) {
     self.walletData = walletData
     self.sealedSeed = sealedSeed
     self.result = result

@@ -251,7 +251,7 @@ import Glibc
     hsm.stop()
   }
 
-  @Test func theApprovalOperationsAnswerNotAvailableUntilTheApprovalsAPIIsWired() async throws {
+  @Test func requestsThatDoNotDecodeAreRefusedAndChangeNothing() async throws {
     let rehearsed = try RehearsedDevice.get()
     let copy = try rehearsed.copy()
     let hsm = try HSMProcess(device: copy.device, socket: socketPath(copy.directory))
@@ -259,16 +259,23 @@ import Glibc
     try await unseal(client, rehearsed)
     let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
     let call = VaultCall(envelope: [0xA0], approvals: [[1, 2, 3]], proof: nil)
+    // Without a proof, or with an envelope that is not one: refused before the vault does
+    // anything.
     for error in [
       await refusal { try await client.createWallet(call, session: session) },
       await refusal { try await client.updateWallet(call, session: session) },
       await refusal { try await client.removeWallet(call, session: session) },
       await refusal { try await client.sign(call, session: session) },
     ] {
-      #expect(error?.code == .notAvailable)
-      #expect(error?.status == .unimplemented)
-      #expect(error?.message.contains("not available in this build") == true)
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.status == .invalidArgument)
     }
+    let proven = VaultCall(
+      envelope: [0xA0], approvals: [[1, 2, 3]],
+      proof: ChangeProof(proof: MerkleProof(leaf: .zero, siblings: []), leafCount: 1, root: .zero))
+    let undecodable = await refusal { try await client.sign(proven, session: session) }
+    #expect(undecodable?.code == .invalidArgument)
+    #expect(undecodable?.reason != nil)
     // A proof field that is not 32 bytes is refused before anything else.
     let bad = VaultCall(
       envelope: [0xA0], approvals: [],

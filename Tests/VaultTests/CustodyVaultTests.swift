@@ -332,58 +332,18 @@ import Testing
 }
 
 /// The sender of a raw EIP-1559 transaction, recovered from its signature.
+/// The sender of a raw signed transaction, recovered as a chain does; the transaction it
+/// carries must be `transaction`.
 func recoverSender(_ raw: [UInt8], transaction: EIP1559Transaction) throws -> [UInt8] {
-  let secp = try Secp256k1()
-  let unsigned = EthereumSigning.signedTransaction(transaction, signature: [UInt8](repeating: 0, count: 64), yParity: 0)
-  // The signature is the last three RLP items: y parity, r, s.
-  let (yParity, r, s) = try lastThreeItems(raw)
-  #expect(unsigned.count > 0)
-  let signature = leftPad(r) + leftPad(s)
-  let publicKey = try #require(
-    secp.recoverECDSA(signature: signature, recoveryID: yParity, digest: EthereumSigning.signingHash(transaction)))
-  return try EthereumSigning.address(ofPublicKey: publicKey, secp: secp)
-}
-
-func leftPad(_ bytes: [UInt8]) -> [UInt8] { [UInt8](repeating: 0, count: 32 - bytes.count) + bytes }
-
-/// y parity, r and s of a raw type-2 transaction (a minimal RLP reader for the test).
-func lastThreeItems(_ raw: [UInt8]) throws -> (UInt8, [UInt8], [UInt8]) {
-  var items = [[UInt8]]()
-  var index = 1
-  func length(_ lengthOfLength: Int) -> Int {
-    var value = 0
-    for _ in 0..<lengthOfLength {
-      value = value << 8 | Int(raw[index])
-      index += 1
-    }
-    return value
+  let unsigned = EthereumSigning.signingPayload(transaction)
+  // The raw transaction's first nine fields are exactly the fields the vault was asked to sign.
+  guard case .list(let items) = try RLP.decode(Array(raw.dropFirst())),
+    case .list(let fields) = try RLP.decode(Array(unsigned.dropFirst()))
+  else {
+    throw VaultError(.invalidEncoding, "not RLP lists")
   }
-  let head = raw[index]
-  index += 1
-  if head > 0xF7 { _ = length(Int(head - 0xF7)) }
-  while index < raw.count {
-    let prefix = raw[index]
-    index += 1
-    switch prefix {
-    case 0..<0x80: items.append([prefix])
-    case 0x80...0xB7:
-      items.append(Array(raw[index..<index + Int(prefix - 0x80)]))
-      index += Int(prefix - 0x80)
-    case 0xB8...0xBF:
-      let count = length(Int(prefix - 0xB7))
-      items.append(Array(raw[index..<index + count]))
-      index += count
-    case 0xC0...0xF7:
-      items.append([])
-      index += Int(prefix - 0xC0)
-    default:
-      let count = length(Int(prefix - 0xF7))
-      items.append([])
-      index += count
-    }
-  }
-  try #require(items.count == 12)
-  return (items[9].first ?? 0, items[10], items[11])
+  #expect(Array(items.prefix(9)) == fields)
+  return try EthereumSigning.sender(ofSignedTransaction: raw, secp: try Secp256k1())
 }
 
 func passkeyCounters(_ wallet: WalletData) -> [String: UInt32] {

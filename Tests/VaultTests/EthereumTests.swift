@@ -17,6 +17,30 @@ import Testing
     for (name, test) in tests.sorted(by: { $0.key < $1.key }) {
       let expected = try VectorFile.hex(try #require(test["out"] as? String))
       #expect(try Self.encode(try #require(test["in"])) == expected, "\(name)")
+      // The decoder reads every vector back to the same item.
+      #expect(try RLP.decode(expected).encoded == expected, "\(name)")
+    }
+  }
+
+  @Test(arguments: [
+    ("8100", "a single byte below 0x80 must stand for itself"),
+    ("b80100", "a long header for a payload of 1 bytes"),
+    ("b900380102", "a length with a leading zero"),
+    ("83616263ff", "1 bytes after the item"),
+    ("836162", "the payload of 3 bytes is cut off"),
+    ("c3616263c0", "1 bytes after the item"),
+    ("c4836162", "the payload of 4 bytes is cut off"),
+    ("", "an item is missing"),
+  ])
+  func rlpDecoderRefusesNonCanonicalInput(hex: String, reason: String) throws {
+    let error = #expect(throws: RLPError.self) { _ = try RLP.decode(try VectorFile.hex(hex)) }
+    #expect(error?.reason == reason, "\(hex)")
+  }
+
+  @Test func senderRecoveryRefusesWhatIsNotASignedEIP1559Transaction() throws {
+    let secp = try Secp256k1()
+    for raw: [UInt8] in [[0x01, 0xC0], [0x02, 0xC0], [0x02, 0x81, 0x00], []] {
+      #expect(throws: VaultError.self) { _ = try EthereumSigning.sender(ofSignedTransaction: raw, secp: secp) }
     }
   }
 

@@ -229,10 +229,15 @@ public final class CustodyVault: Sendable {
 
   // MARK: Public information
 
-  /// The public key (and xpub) at `path` of a wallet's seed. No approvals: it is public.
-  public func publicKey(walletData: [UInt8], sealedSeed: [UInt8], path: [UInt32]) async throws -> WalletPublicKey {
+  /// The public key (and xpub, for `network`) at `path` of a wallet's seed. No approvals: it is
+  /// public.
+  public func publicKey(
+    walletData: [UInt8], sealedSeed: [UInt8], path: [UInt32], network: ExtendedKeyNetwork = .mainnet
+  ) async throws -> WalletPublicKey {
     let location = try CustodyVault.location(walletData, sealedSeed, path)
-    return try await pool.withVault { vault in try CustodyVault.mapSealing { try vault.publicKey(at: location) } }
+    return try await pool.withVault { vault in
+      try CustodyVault.mapSealing { try vault.publicKey(at: location, network: network) }
+    }
   }
 
   /// The address of `kind` at `path` (by default Ethereum's m/44'/60'/0'/0/0) of a wallet's

@@ -429,6 +429,10 @@ public nonisolated struct Custos_Vault_V1_AppliedChange: Sendable {
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
   public mutating func clearState() {self._state = nil}
 
+  /// The vault's order of changes since the device process started (1, 2, 3, ...): a server
+  /// applies changes to its tree in this order.
+  public var sequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1158,7 +1162,7 @@ nonisolated extension Custos_Vault_V1_MerkleProof: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Custos_Vault_V1_AppliedChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppliedChange"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}wallet_id\0\u{1}node\0\u{1}leaf\0\u{1}state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}wallet_id\0\u{1}node\0\u{1}leaf\0\u{1}state\0\u{1}sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1171,6 +1175,7 @@ nonisolated extension Custos_Vault_V1_AppliedChange: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.node) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.leaf) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._state) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       default: break
       }
     }
@@ -1196,6 +1201,9 @@ nonisolated extension Custos_Vault_V1_AppliedChange: SwiftProtobuf.Message, Swif
     try { if let v = self._state {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1205,6 +1213,7 @@ nonisolated extension Custos_Vault_V1_AppliedChange: SwiftProtobuf.Message, Swif
     if lhs.node != rhs.node {return false}
     if lhs.leaf != rhs.leaf {return false}
     if lhs._state != rhs._state {return false}
+    if lhs.sequence != rhs.sequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
