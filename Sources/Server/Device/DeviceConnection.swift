@@ -108,7 +108,7 @@ public final class DeviceConnection: Sendable {
   /// The result of the request whose envelope hashes to `envelopeHash`, when the device
   /// applied it and still holds its result; nil when it holds none.
   public func recoverResult(envelopeHash: Hash256) async throws(VaultWireError) -> RequestResult? {
-    throw VaultWireError(.notAvailable, "this device does not keep the results of past requests")
+    throw VaultWireError(.unknownMethod, "this device does not keep the results of past requests")
   }
 
   /// Closes the session and the connection.
@@ -193,12 +193,7 @@ public final class DeviceConnection: Sendable {
     guard let change = outcome.change else {
       throw VaultWireError(.unexpected, "the device answered without the change it committed")
     }
-    guard let kind = AppliedWalletChange.Kind(rawValue: change.kind) else {
-      throw VaultWireError(.unexpected, "the device reported a change of kind '\(change.kind)'")
-    }
     return RequestResult(
-      output: outcome.result, walletData: outcome.walletData, sealedSeed: outcome.sealedSeed,
-      change: AppliedWalletChange(
-        sequence: 0, kind: kind, walletID: change.walletID, node: change.node, leaf: change.leaf, root: change.state))
+      output: outcome.result, walletData: outcome.walletData, sealedSeed: outcome.sealedSeed, change: change)
   }
 }

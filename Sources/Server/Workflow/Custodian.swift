@@ -453,13 +453,14 @@ public final class Custodian: Sendable {
     var failure: RequestFailure? = nil
     var retry = false
     switch error.code {
+    case _ where reason == RequestError.Code.commitFailed.name:
+      // The token write failed and the vault fell back: not applied; sent again later.
+      status = .approved
     case .vaultRefused, .invalidArgument:
       switch reason {
       case RequestError.Code.staleProof.name:
         status = .approved
         retry = true
-      case RequestError.Code.commitFailed.name:
-        status = .approved
       case RequestError.Code.staleWalletHash.name, RequestError.Code.replayedNonce.name:
         status = .superseded
         failure = RequestFailure(code: "superseded", message: error.message, vaultCode: reason)
@@ -471,7 +472,7 @@ public final class Custodian: Sendable {
         failure = RequestFailure(
           code: APIError.Code.vaultRefused.name, message: error.message, vaultCode: reason ?? error.code.name)
       }
-    case .sealed, .stopping, .sessionRequired, .tooManySessions, .lockedOut, .wrongCredential, .notAvailable,
+    case .sealed, .stopping, .sessionRequired, .tooManySessions, .lockedOut, .wrongCredential,
       .unknownMethod:
       // Refused before the vault looked at it: not applied; sent again when the device is ready.
       status = .approved

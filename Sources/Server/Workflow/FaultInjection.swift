@@ -31,7 +31,7 @@ enum FaultInjection {
       kill(getpid(), SIGKILL)
     case "pause":
       guard let file = setting.file else { return }
-      FileManager.default.createFile(atPath: file + ".reached", contents: nil)
+      _ = FileManager.default.createFile(atPath: file + ".reached", contents: nil)
       while !FileManager.default.fileExists(atPath: file) {
         try? await Task.sleep(for: .milliseconds(10))
       }
