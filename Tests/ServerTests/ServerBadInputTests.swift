@@ -6,7 +6,7 @@ import VaultWire
 
 /// Every bad input of the issue against the real server: a clear 4xx/5xx with a
 /// machine-readable code, and nothing written to the database.
-@Suite(.serialized) struct BadInputTests {
+@Suite(.serialized) struct ServerBadInputTests {
   @Test func badInputIsRefusedAndChangesNothing() async throws {
     let stack = try await Stack()
     defer { stack.stop() }
