@@ -108,7 +108,10 @@ public final class DeviceConnection: Sendable {
   /// The result of the request whose envelope hashes to `envelopeHash`, when the device
   /// applied it and still holds its result; nil when it holds none.
   public func recoverResult(envelopeHash: Hash256) async throws(VaultWireError) -> RequestResult? {
-    throw VaultWireError(.unknownMethod, "this device does not keep the results of past requests")
+    let outcome = try await withSession { client, session throws(VaultWireError) in
+      try await client.result(envelopeHash: envelopeHash, session: session)
+    }
+    return try outcome.map { (outcome) throws(VaultWireError) in try Self.result(outcome) }
   }
 
   /// Closes the session and the connection.
