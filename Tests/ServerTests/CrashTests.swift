@@ -90,5 +90,9 @@ import Glibc
     #expect(done.json["status"] as? String == "completed", "\(done)")
     let final = try stack.databaseSnapshot()
     #expect(try await stack.deviceRoot().root == final.root)
+    // SIGTERM: the server finishes and exits 0.
+    let server = try #require(stack.server)
+    let stopped = server.stop()
+    #expect(stopped.reason == .exit && stopped.status == 0, "\(server.standardError.suffix(2000))")
   }
 }

@@ -120,9 +120,16 @@ public final class DeviceConnection: Sendable {
       defer { state = (nil, nil) }
       return state
     }
-    if let client {
-      if let session { try? await client.logout(session) }
-      await client.close()
+    guard let client else { return }
+    // Bounded: a shutdown never waits on a device that stopped answering.
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        if let session { try? await client.logout(session) }
+        await client.close()
+      }
+      group.addTask { try? await Task.sleep(for: .seconds(5)) }
+      await group.next()
+      group.cancelAll()
     }
   }
 
