@@ -37,29 +37,11 @@ final class ServerProcess: @unchecked Sendable {
     variables["CUSTOS_LOG_LEVEL"] = "info"
     for (key, value) in environment { variables[key] = value }
     process.environment = variables
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-    try process.run()
-    // A server that never announces is killed after a minute: a broken start fails the test.
-    let started = process
-    let announced = AnnouncedFlag()
-    DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
-      if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
-    }
-    var text = ""
-    while !text.contains("listening on ") || !text.hasSuffix("\n") {
-      let chunk = output.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      text += String(decoding: chunk, as: UTF8.self)
-    }
-    guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
-      process.waitUntilExit()
+    guard let address = try launchAndAwaitAnnouncement(process, errorPath: errorPath) else {
       throw TestSupportError(
         "custos-server exited with \(process.terminationStatus) before listening: \(standardError)")
     }
-    announced.value.withLock { $0 = true }
-    baseURL = String(line.split(separator: " ").last!)
+    baseURL = address
   }
 
   var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
@@ -78,11 +60,6 @@ final class ServerProcess: @unchecked Sendable {
       process.waitUntilExit()
     }
   }
-}
-
-/// Whether a child process announced itself (shared with its start timer).
-private final class AnnouncedFlag: Sendable {
-  let value = Mutex(false)
 }
 
 /// An HTTP answer.

@@ -42,31 +42,22 @@ import VaultWire
     try expectRefused(
       try await api.send("POST", path, json: ["transaction": transfer, "extra": 1], operation: "createSigningRequest"),
       400, "unknownField", field: "extra")
-    var nested = transfer
-    nested["gasPrice"] = "1"
-    try expectRefused(
-      try await api.send("POST", path, json: ["transaction": nested], operation: "createSigningRequest"), 400,
-      "unknownField", field: "transaction.gasPrice")
-    var wrongType = transfer
-    wrongType["gasLimit"] = "21000"
-    try expectRefused(
-      try await api.send("POST", path, json: ["transaction": wrongType], operation: "createSigningRequest"), 400,
-      "wrongType", field: "transaction.gasLimit")
-    var missing = transfer
-    missing["to"] = nil
-    try expectRefused(
-      try await api.send("POST", path, json: ["transaction": missing], operation: "createSigningRequest"), 400,
-      "missingField", field: "transaction.to")
-    var badAddress = transfer
-    badAddress["to"] = "0x11111111111111111111111111111111111111"
-    try expectRefused(
-      try await api.send("POST", path, json: ["transaction": badAddress], operation: "createSigningRequest"), 400,
-      "invalidValue", field: "transaction.to")
-    var tipAboveFee = transfer
-    tipAboveFee["maxPriorityFeePerGasWei"] = "3"
-    try expectRefused(
-      try await api.send("POST", path, json: ["transaction": tipAboveFee], operation: "createSigningRequest"), 400,
-      "invalidValue", field: "maxPriorityFeePerGas")
+    // One field of the transaction changed: (field, value, code, the field the error names).
+    let mutations: [(String, Any?, String, String)] = [
+      ("gasPrice", "1", "unknownField", "transaction.gasPrice"),
+      ("gasLimit", "21000", "wrongType", "transaction.gasLimit"),
+      ("to", nil, "missingField", "transaction.to"),
+      ("to", "0x11111111111111111111111111111111111111", "invalidValue", "transaction.to"),
+      ("maxPriorityFeePerGasWei", "3", "invalidValue", "maxPriorityFeePerGas"),
+      ("valueWei", "-1", "invalidValue", "transaction.valueWei"),
+    ]
+    for (field, value, code, named) in mutations {
+      var changed = transfer
+      changed[field] = value
+      try expectRefused(
+        try await api.send("POST", path, json: ["transaction": changed], operation: "createSigningRequest"), 400, code,
+        field: named)
+    }
     try expectRefused(
       try await api.send(
         "POST", "/v1/wallets", json: ["threshold": 4, "approvers": approvers.proposal], operation: "createWallet"),

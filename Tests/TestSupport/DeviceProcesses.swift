@@ -105,6 +105,34 @@ public struct DeviceCopy {
   public var device: String { directory.appending("device") }
 }
 
+/// Runs `process` with its standard error into `errorPath`, and reads its standard output until
+/// it prints a line with `listening on ADDRESS` (custos-hsm and custos-server both do); returns
+/// ADDRESS, or nil when the process exited first (it has then been waited for). A process that
+/// never announces is killed after a minute, so a broken start fails the test instead of hanging it.
+public func launchAndAwaitAnnouncement(_ process: Process, errorPath: String) throws -> String? {
+  let output = Pipe()
+  process.standardOutput = output
+  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+  try process.run()
+  let started = process
+  let announced = Flag()
+  DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
+    if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
+  }
+  var text = ""
+  while !text.contains("listening on ") || !text.hasSuffix("\n") {
+    let chunk = output.fileHandleForReading.availableData
+    if chunk.isEmpty { break }
+    text += String(decoding: chunk, as: UTF8.self)
+  }
+  guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
+    process.waitUntilExit()
+    return nil
+  }
+  announced.value.withLock { $0 = true }
+  return String(line.split(separator: " ").last!)
+}
+
 /// A running `custos-hsm` child process.
 public final class HSMProcess: @unchecked Sendable {
   public let process = Process()
@@ -125,30 +153,10 @@ public final class HSMProcess: @unchecked Sendable {
     var environment = ProcessInfo.processInfo.environment
     environment["CUSTOS_LOG_LEVEL"] = "info"
     process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-    try process.run()
-    // A process that never announces is killed after a minute, so a broken start fails the
-    // test instead of hanging it.
-    let started = process
-    let announced = Flag()
-    DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
-      if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
-    }
-    // Read lines until it announces where it listens (or exits).
-    var text = ""
-    while !text.contains("listening on ") || !text.hasSuffix("\n") {
-      let chunk = output.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      text += String(decoding: chunk, as: UTF8.self)
-    }
-    guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
-      process.waitUntilExit()
+    guard let announced = try launchAndAwaitAnnouncement(process, errorPath: errorPath) else {
       throw HSMStartFailure(status: process.terminationStatus, errors: standardError)
     }
-    announced.value.withLock { $0 = true }
-    address = String(line.split(separator: " ").last!)
+    address = announced
   }
 
   /// What it wrote on standard error so far.
