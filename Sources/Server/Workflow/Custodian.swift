@@ -330,7 +330,16 @@ public final class Custodian: Sendable {
         failure: RequestFailure(code: "expired", message: "the request expired before the vault was asked"), at: now())
       return
     }
-    guard await ledger.reserve(walletID: request.walletID, isAdd: isAdd) else { return }
+    // While a reconciliation settles (a device that came back, an unknown outcome), wait for it
+    // a little rather than leave the request to the keeper's next round.
+    var reserved = await ledger.reserve(walletID: request.walletID, isAdd: isAdd)
+    var waited = 0
+    while !reserved, waited < 100, await ledger.settling, deviceSnapshot.isReady {
+      try? await Task.sleep(for: .milliseconds(20))
+      waited += 1
+      reserved = await ledger.reserve(walletID: request.walletID, isAdd: isAdd)
+    }
+    guard reserved else { return }
     var attempt = 0
     while true {
       attempt += 1

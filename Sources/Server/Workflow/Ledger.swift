@@ -80,6 +80,15 @@ public actor Ledger {
 
   // MARK: Calls
 
+  /// Whether a reservation refused now may be granted soon: a reconciliation is due or under way.
+  var settling: Bool {
+    switch agreement {
+    case .reconciling, .unknown: true
+    case .agreed: uncertain
+    case .diverged: false
+    }
+  }
+
   /// Reserves the right to send a call for `walletID` (one call per wallet at a time; one add
   /// at a time), when the ledger agrees with the device. False: try later.
   func reserve(walletID: UInt64?, isAdd: Bool) -> Bool {
