@@ -313,8 +313,12 @@ public final class Custodian: Sendable {
       logger.error("cannot list approved requests", metadata: ["error": "\(error)"])
       return
     }
+    // A request whose last approval just arrived is being sent by that approval's own call;
+    // leave it to it (the approver's answer then carries the result).
+    let settled = now().addingTimeInterval(-2)
+    let stale = waiting.filter { ($0.approvals.map(\.receivedAt).max() ?? .distantPast) < settled }
     await withTaskGroup(of: Void.self) { group in
-      for request in waiting { group.addTask { await self.execute(request) } }
+      for request in stale { group.addTask { await self.execute(request) } }
     }
   }
 
