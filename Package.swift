@@ -14,6 +14,12 @@ let grpcTransport = Target.Dependency.product(name: "GRPCNIOTransportHTTP2", pac
 let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
 let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let openAPIRuntime = Target.Dependency.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")
+let openAPIHummingbird = Target.Dependency.product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird")
+let openAPIURLSession = Target.Dependency.product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
 
 let package = Package(
   name: "Custos",
@@ -21,6 +27,7 @@ let package = Package(
   products: [
     .executable(name: "custos", targets: ["custos"]),
     .executable(name: "custos-hsm", targets: ["custos-hsm"]),
+    .executable(name: "custos-server", targets: ["custos-server"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,6 +39,14 @@ let package = Package(
     .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    // The custody server: HTTP (Hummingbird), the API from openapi.yaml, SQLite through GRDB.
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+    .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.0"),
+    .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
+    .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    // Clients of the custody API (tests, tools): the generated client over URLSession.
+    .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
+    .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     // Tests only: a self-signed certificate for the TLS listener.
     .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
@@ -100,6 +115,25 @@ let package = Package(
         serviceLifecycle,
       ]
     ),
+    // The custody API as openapi.yaml describes it: the generated types, server protocol and
+    // client (committed; scripts/regenerate-openapi.sh rebuilds them). Shared by the server and
+    // its clients (tests, the approver tools), so a client never links the server's database.
+    .target(name: "CustosAPI", dependencies: [openAPIRuntime, httpTypes], exclude: ["openapi-generator-config.yaml"]),
+    // The custody server: the HTTP API, the database with the full Merkle tree, the approval
+    // workflow, intents and reconciliation with the device. Reaches the device only through
+    // VaultWire: never HSMBridge, CPKCS11, Vault, Ceremony or DeviceServer (a test checks the
+    // dependency closure).
+    .target(
+      name: "Server",
+      dependencies: [
+        "CustosAPI", "VaultWire", "Custody", hummingbird, openAPIRuntime, openAPIHummingbird, grdb, logging,
+        serviceLifecycle,
+      ]
+    ),
+    .executableTarget(
+      name: "custos-server",
+      dependencies: ["Server", "Custody", "VaultWire", argumentParser, logging, serviceLifecycle]
+    ),
     .executableTarget(
       name: "custos-hsm",
       dependencies: ["DeviceServer", argumentParser, logging, serviceLifecycle]
@@ -110,8 +144,11 @@ let package = Package(
         "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", argumentParser, logging,
       ]
     ),
-    // Test helpers shared by test targets: temporary directories, real SoftHSM test devices.
-    .target(name: "TestSupport", dependencies: ["HSMBridge", "Custody", logging, crypto], path: "Tests/TestSupport"),
+    // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an
+    // init-device rehearsal and running custos-hsm processes.
+    .target(
+      name: "TestSupport", dependencies: ["HSMBridge", "Custody", "Ceremony", "VaultWire", logging, crypto],
+      path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
       name: "HSMBridgeTests", dependencies: ["HSMBridge", "Custody", "TestSupport", crypto, logging],
@@ -138,6 +175,16 @@ let package = Package(
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
       ]
+    ),
+    // Starts the real custos-hsm and custos-server on a rehearsed device and drives the API over
+    // loopback HTTP.
+    .testTarget(
+      name: "ServerTests",
+      dependencies: [
+        "Server", "CustosAPI", "VaultWire", "Custody", "TestSupport", "Ceremony", "HSMBridge", "Vault", "custos-hsm",
+        "custos-server", openAPIRuntime, openAPIURLSession, grdb, crypto, logging,
+      ],
+      resources: [.copy("Schemas")]
     ),
   ],
   swiftLanguageModes: [.v6]

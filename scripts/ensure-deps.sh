@@ -43,3 +43,16 @@ if ! python3 -c 'import pkcs11' >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# openapi-spec-validator (PyPI, with openapi-schema-validator and PyYAML), for the tests that
+# validate openapi.yaml and check the server's answers against its schemas
+# (scripts/check-api-responses.py).
+if ! python3 -c 'import openapi_spec_validator, openapi_schema_validator, referencing, yaml' >/dev/null 2>&1; then
+  echo "installing openapi-spec-validator from PyPI for $(command -v python3)"
+  export PIP_ROOT_USER_ACTION=ignore
+  pip=(python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator)
+  if ! "${pip[@]}" 2>/dev/null && ! "${pip[@]}" --break-system-packages; then
+    echo "cannot install openapi-spec-validator: run  python3 -m pip install openapi-spec-validator  and try again" >&2
+    exit 1
+  fi
+fi

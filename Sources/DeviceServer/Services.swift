@@ -102,6 +102,27 @@ struct VaultService: Custos_Vault_V1_Vault.ServiceProtocol {
   }
 }
 
+extension VaultService {
+  func getResult(
+    request: ServerRequest<Custos_Vault_V1_GetResultRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Custos_Vault_V1_GetResultResponse> {
+    try await answer {
+      guard let hash = Hash256(request.message.envelopeHash) else {
+        throw VaultWireError(.invalidArgument, "an envelope hash has 32 bytes")
+      }
+      let outcome = try await core.vaultCall(token: token(request.metadata), "GetResult") {
+        try await $0.result(envelopeHash: hash)
+      }
+      var response = Custos_Vault_V1_GetResultResponse()
+      if let outcome {
+        response.found = true
+        response.result = outcome.message
+      }
+      return response
+    }
+  }
+}
+
 /// The `custos.vault.v1.Operator` service: unseal and status, for the unseal key holders and the
 /// infrastructure operator. Needs no session.
 struct OperatorService: Custos_Vault_V1_Operator.ServiceProtocol {

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import HSMBridge
 import Logging
+import Synchronization
 import Vault
 import VaultWire
 
@@ -28,6 +29,9 @@ public protocol VaultBackend: Sendable {
   func sign(_ call: VaultCall) async throws -> VaultOutcome
   /// The public key (and address) at a path of a wallet.
   func publicKey(_ query: PublicKeyQuery) async throws -> PublicKeyInfo
+  /// The result of a request this backend applied, by the SHA-256 of its envelope; nil when it
+  /// holds none (never applied, or no longer among the most recent).
+  func result(envelopeHash: Hash256) async throws -> VaultOutcome?
   /// Commits whatever is pending and lets go of the partition (graceful shutdown). Called once,
   /// after the last call has finished.
   func close() async throws
@@ -49,6 +53,8 @@ public final class PartitionVaultBackend: VaultBackend {
   private let session: Session
   private let vault: CustodyVault
   private let logger: Logger
+  /// The most recent results, for a server that lost an answer.
+  private let outbox = ResultOutbox(capacity: 65_536)
 
   /// Opens the custody partition with the activation's User PIN, its root state (flushed to
   /// disk after each commit), its master key and a pool of sessions for requests, one per core.
@@ -97,28 +103,28 @@ public final class PartitionVaultBackend: VaultBackend {
       proof: CurrentLeafProof(
         leaf: proof.proof.leaf, siblings: proof.proof.siblings,
         anchor: RootAnchor(leafCount: proof.leafCount, root: proof.root)))
-    return Self.outcome(result)
+    return keep(result, call)
   }
 
   public func updateWallet(_ call: VaultCall) async throws -> VaultOutcome {
     let result = try await vault.updateWallet(
       envelope: call.envelope, approvals: call.approvals, walletData: call.walletData, sealedSeed: call.sealedSeed,
       proof: try Self.walletProof(call, "UpdateWallet"))
-    return Self.outcome(result)
+    return keep(result, call)
   }
 
   public func removeWallet(_ call: VaultCall) async throws -> VaultOutcome {
     let result = try await vault.removeWallet(
       envelope: call.envelope, approvals: call.approvals, walletData: call.walletData,
       proof: try Self.walletProof(call, "RemoveWallet"))
-    return Self.outcome(result)
+    return keep(result, call)
   }
 
   public func sign(_ call: VaultCall) async throws -> VaultOutcome {
     let result = try await vault.sign(
       envelope: call.envelope, approvals: call.approvals, walletData: call.walletData, sealedSeed: call.sealedSeed,
       proof: try Self.walletProof(call, "Sign"))
-    return Self.outcome(result)
+    return keep(result, call)
   }
 
   public func publicKey(_ query: PublicKeyQuery) async throws -> PublicKeyInfo {
@@ -141,6 +147,17 @@ public final class PartitionVaultBackend: VaultBackend {
     return PublicKeyInfo(
       scheme: scheme.rawValue, path: path.description, publicKey: key.publicKey, chainCode: key.chainCode,
       fingerprint: key.fingerprint, extendedPublicKey: key.extendedPublicKey?.text, address: address)
+  }
+
+  public func result(envelopeHash: Hash256) async throws -> VaultOutcome? {
+    outbox.result(envelopeHash)
+  }
+
+  /// The outcome of `call`, kept in the outbox under its envelope's hash before it is answered.
+  private func keep(_ result: RequestResult, _ call: VaultCall) -> VaultOutcome {
+    let outcome = Self.outcome(result)
+    outbox.keep(outcome, envelopeHash: Hash256.sha256(call.envelope))
+    return outcome
   }
 
   /// Every request has awaited its own commit by the time the server closes the backend, so
@@ -230,5 +247,36 @@ extension VaultWireError {
     default:
       self.init(.deviceFailure, "the vault failed inside the device; see the device's log")
     }
+  }
+}
+
+/// The most recent results of the vault's requests, by the SHA-256 of their envelopes (public
+/// values: wallet data, sealed seeds, signatures). A custody server that lost an answer (it
+/// was killed, the connection broke) asks for it here, so the change it mirrors is never lost
+/// while this process runs. Oldest first out beyond `capacity`.
+final class ResultOutbox: Sendable {
+  private let capacity: Int
+  private let state = Mutex<(results: [Hash256: VaultOutcome], order: [Hash256], start: Int)>(([:], [], 0))
+
+  init(capacity: Int) {
+    self.capacity = capacity
+  }
+
+  func keep(_ outcome: VaultOutcome, envelopeHash: Hash256) {
+    state.withLock { state in
+      if state.results.updateValue(outcome, forKey: envelopeHash) == nil { state.order.append(envelopeHash) }
+      while state.order.count - state.start > capacity {
+        state.results[state.order[state.start]] = nil
+        state.start += 1
+      }
+      if state.start > capacity {
+        state.order.removeFirst(state.start)
+        state.start = 0
+      }
+    }
+  }
+
+  func result(_ envelopeHash: Hash256) -> VaultOutcome? {
+    state.withLock { $0.results[envelopeHash] }
   }
 }

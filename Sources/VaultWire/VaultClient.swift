@@ -195,6 +195,18 @@ public final class VaultClient: Sendable {
       })
   }
 
+  /// The result of a request the device process applied, by the SHA-256 of its envelope; nil
+  /// when the device holds none.
+  public func result(envelopeHash: Hash256, session: VaultSession) async throws(VaultWireError) -> VaultOutcome? {
+    var request = Custos_Vault_V1_GetResultRequest()
+    request.envelopeHash = Data(envelopeHash.bytes)
+    let message = try await call(session) { [request] vault, metadata, options in
+      try await vault.getResult(request, metadata: metadata, options: options)
+    }
+    guard message.found else { return nil }
+    return try VaultOutcome(message.result)
+  }
+
   // MARK: Probing (the lockdown audit's second layer)
 
   /// Calls `method` of `service` with `body` as the raw request bytes, with or without a

@@ -4,9 +4,6 @@ import Foundation
 import HSMBridge
 import TestSupport
 
-/// The repository's root, found from this file's path.
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-  .deletingLastPathComponent().path
 let initDeviceScript = repositoryRoot + "/Ceremonies/init-device.yaml"
 let exampleParticipants = repositoryRoot + "/Ceremonies/participants.example.yaml"
 

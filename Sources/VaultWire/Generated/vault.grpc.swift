@@ -155,6 +155,19 @@ public enum Custos_Vault_V1_Vault: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetResult" metadata.
+        public enum GetResult: Sendable {
+            /// Request type for "GetResult".
+            public typealias Input = Custos_Vault_V1_GetResultRequest
+            /// Response type for "GetResult".
+            public typealias Output = Custos_Vault_V1_GetResultResponse
+            /// Descriptor for "GetResult".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.vault.v1.Vault"),
+                method: "GetResult",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "custos.vault.v1.Vault" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
@@ -165,7 +178,8 @@ public enum Custos_Vault_V1_Vault: Sendable {
             UpdateWallet.descriptor,
             RemoveWallet.descriptor,
             Sign.descriptor,
-            GetPublicKey.descriptor
+            GetPublicKey.descriptor,
+            GetResult.descriptor
         ]
     }
 }
@@ -362,6 +376,26 @@ extension Custos_Vault_V1_Vault {
             request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_GetPublicKeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_GetPublicKeyResponse>
+
+        /// Handle the "GetResult" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a create, update, remove or sign this device process applied, by the
+        /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+        /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_Vault_V1_GetResultRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_Vault_V1_GetResultResponse` messages.
+        func getResult(
+            request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_GetResultRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_GetResultResponse>
     }
 
     /// Service protocol for the "custos.vault.v1.Vault" service.
@@ -542,6 +576,26 @@ extension Custos_Vault_V1_Vault {
             request: GRPCCore.ServerRequest<Custos_Vault_V1_GetPublicKeyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_Vault_V1_GetPublicKeyResponse>
+
+        /// Handle the "GetResult" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a create, update, remove or sign this device process applied, by the
+        /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+        /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_Vault_V1_GetResultRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Custos_Vault_V1_GetResultResponse` message.
+        func getResult(
+            request: GRPCCore.ServerRequest<Custos_Vault_V1_GetResultRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Custos_Vault_V1_GetResultResponse>
     }
 
     /// Simple service protocol for the "custos.vault.v1.Vault" service.
@@ -720,6 +774,26 @@ extension Custos_Vault_V1_Vault {
             request: Custos_Vault_V1_GetPublicKeyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_Vault_V1_GetPublicKeyResponse
+
+        /// Handle the "GetResult" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a create, update, remove or sign this device process applied, by the
+        /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+        /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+        ///
+        /// - Parameters:
+        ///   - request: A `Custos_Vault_V1_GetResultRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Custos_Vault_V1_GetResultResponse` to respond with.
+        func getResult(
+            request: Custos_Vault_V1_GetResultRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Custos_Vault_V1_GetResultResponse
     }
 }
 
@@ -826,6 +900,17 @@ extension Custos_Vault_V1_Vault.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Custos_Vault_V1_Vault.Method.GetResult.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_GetResultRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_GetResultResponse>(),
+            handler: { request, context in
+                try await self.getResult(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -925,6 +1010,17 @@ extension Custos_Vault_V1_Vault.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_GetPublicKeyResponse> {
         let response = try await self.getPublicKey(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getResult(
+        request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_GetResultRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_GetResultResponse> {
+        let response = try await self.getResult(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1045,6 +1141,19 @@ extension Custos_Vault_V1_Vault.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Custos_Vault_V1_GetPublicKeyResponse> {
         return GRPCCore.ServerResponse<Custos_Vault_V1_GetPublicKeyResponse>(
             message: try await self.getPublicKey(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getResult(
+        request: GRPCCore.ServerRequest<Custos_Vault_V1_GetResultRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Custos_Vault_V1_GetResultResponse> {
+        return GRPCCore.ServerResponse<Custos_Vault_V1_GetResultResponse>(
+            message: try await self.getResult(
                 request: request.message,
                 context: context
             ),
@@ -1276,6 +1385,31 @@ extension Custos_Vault_V1_Vault {
             deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_GetPublicKeyResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetPublicKeyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetResult" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a create, update, remove or sign this device process applied, by the
+        /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+        /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_Vault_V1_GetResultRequest` message.
+        ///   - serializer: A serializer for `Custos_Vault_V1_GetResultRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_Vault_V1_GetResultResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getResult<Result>(
+            request: GRPCCore.ClientRequest<Custos_Vault_V1_GetResultRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_Vault_V1_GetResultRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_GetResultResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetResultResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1609,6 +1743,42 @@ extension Custos_Vault_V1_Vault {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetResult" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a create, update, remove or sign this device process applied, by the
+        /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+        /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Custos_Vault_V1_GetResultRequest` message.
+        ///   - serializer: A serializer for `Custos_Vault_V1_GetResultRequest` messages.
+        ///   - deserializer: A deserializer for `Custos_Vault_V1_GetResultResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getResult<Result>(
+            request: GRPCCore.ClientRequest<Custos_Vault_V1_GetResultRequest>,
+            serializer: some GRPCCore.MessageSerializer<Custos_Vault_V1_GetResultRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_GetResultResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetResultResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Custos_Vault_V1_Vault.Method.GetResult.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1875,6 +2045,37 @@ extension Custos_Vault_V1_Vault.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_GetPublicKeyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_GetPublicKeyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetResult" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The result of a create, update, remove or sign this device process applied, by the
+    /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+    /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Custos_Vault_V1_GetResultRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getResult<Result>(
+        request: GRPCCore.ClientRequest<Custos_Vault_V1_GetResultRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetResultResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getResult(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_GetResultRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_GetResultResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2179,6 +2380,41 @@ extension Custos_Vault_V1_Vault.ClientProtocol {
             metadata: metadata
         )
         return try await self.getPublicKey(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetResult" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The result of a create, update, remove or sign this device process applied, by the
+    /// > SHA-256 of its envelope: what a server that lost the answer (it crashed, the connection
+    /// > broke) needs to mirror the change. Results are public; the device keeps the most recent.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getResult<Result>(
+        _ message: Custos_Vault_V1_GetResultRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetResultResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Custos_Vault_V1_GetResultRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getResult(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,15 +1,15 @@
 import Crypto
-import Custody
 
 /// WebAuthn assertion verification as the WebAuthn Level 3 specification's section 7.2 has a
 /// relying party do it, with the vault as the relying party and SHA-256 of the request
-/// envelope as the challenge.
-enum WebAuthn {
+/// envelope as the challenge. The vault runs it on every request; the custody server runs the
+/// same code before it stores an approval, so a stranger cannot store one that does not verify.
+public enum WebAuthn {
   /// authenticatorData flag bits.
-  static let userPresent: UInt8 = 0x01
-  static let userVerified: UInt8 = 0x04
-  static let backupEligible: UInt8 = 0x08
-  static let backupState: UInt8 = 0x10
+  public static let userPresent: UInt8 = 0x01
+  public static let userVerified: UInt8 = 0x04
+  public static let backupEligible: UInt8 = 0x08
+  public static let backupState: UInt8 = 0x10
 
   /// Verifies `assertion` by the credential `passkey` over `challenge` and returns the
   /// signature counter the wallet data records next. Checked, in the specification's order:
@@ -20,7 +20,7 @@ enum WebAuthn {
   /// authenticatorData || SHA-256(clientDataJSON) verifies under the COSE key (ES256 DER or
   /// EdDSA); and the counter rule: when the stored or the new counter is not zero, the new one
   /// must be greater.
-  static func verify(
+  public static func verify(
     _ assertion: PasskeyAssertion, passkey: Passkey, challenge: [UInt8]
   ) throws(RequestError) -> UInt32 {
     guard assertion.credentialID == passkey.credentialID else {
@@ -94,7 +94,7 @@ enum WebAuthn {
   }
 
   /// ECDSA P-256 with SHA-256 over `message`, signature in DER.
-  static func verifyP256(signatureDER: [UInt8], over message: [UInt8], rawPublicKey: [UInt8]) -> Bool {
+  public static func verifyP256(signatureDER: [UInt8], over message: [UInt8], rawPublicKey: [UInt8]) -> Bool {
     guard let key = try? P256.Signing.PublicKey(x963Representation: rawPublicKey),
       let signature = try? P256.Signing.ECDSASignature(derRepresentation: signatureDER)
     else { return false }
@@ -102,7 +102,7 @@ enum WebAuthn {
   }
 
   /// Ed25519 (RFC 8032) over `message`.
-  static func verifyEd25519(signature: [UInt8], over message: [UInt8], rawPublicKey: [UInt8]) -> Bool {
+  public static func verifyEd25519(signature: [UInt8], over message: [UInt8], rawPublicKey: [UInt8]) -> Bool {
     guard signature.count == 64, let key = try? Curve25519.Signing.PublicKey(rawRepresentation: rawPublicKey) else {
       return false
     }
@@ -112,12 +112,12 @@ enum WebAuthn {
 
 /// The approvals step of every request: each approval valid, from a distinct approver the
 /// wallet (or the proposal) enrols, and at least `required` of them.
-enum ApprovalCheck {
+public enum ApprovalCheck {
   /// Verifies `approvals` of the request whose encoding is `envelope` against `approvers`
   /// (sorted by id, as wallet data keeps them) and returns the approvers with the counters the
   /// passkey assertions reported. Every approval given must be valid: a bad one is refused,
   /// not ignored, because only a tampering relay produces one.
-  static func verify(
+  public static func verify(
     envelope: [UInt8], approvals: [Approval], approvers: [Approver], required: Int
   ) throws(RequestError) -> [Approver] {
     var seen = Set<String>()

@@ -4,44 +4,51 @@ import Foundation
 import HSMBridge
 import Logging
 import Synchronization
-import TestSupport
-import Testing
-import Vault
 import VaultWire
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
+// Real device processes for the tests that need them: one init-device rehearsal per test
+// process, copies of its device, and a running custos-hsm child process on one.
+
+/// A test helper's own failure (a missing file, a wrong setup).
+public struct TestSupportError: Error, CustomStringConvertible {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
+
 /// The repository's root, found from this file's path.
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   .deletingLastPathComponent().path
 
 /// An executable built beside this test binary (`custos-hsm`, `custos`).
-func builtExecutable(_ name: String) -> String {
+public func builtExecutable(_ name: String) -> String {
   URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
     .appendingPathComponent(name).path
 }
 
 /// The unseal passwords of the example participants file.
-let holderPasswords = [
+public let holderPasswords = [
   "frank": "frank-rehearsal-password", "grace": "grace-rehearsal-password", "heidi": "heidi-rehearsal-password",
 ]
 
 /// One init-device rehearsal (Ceremonies/init-device.yaml with the example participants), made
 /// once per test process: Argon2 runs at its real cost. Tests that leave marks on a device
 /// (failures, lockouts, commits) work on a `copy()`.
-final class RehearsedDevice: @unchecked Sendable {
+public final class RehearsedDevice: @unchecked Sendable {
   static let shared = Result { try RehearsedDevice() }
-  static func get() throws -> RehearsedDevice { try shared.get() }
+  /// The rehearsal of this test process (made at the first call).
+  public static func get() throws -> RehearsedDevice { try shared.get() }
 
-  let directory: TemporaryDirectory
-  let serial: String
-  var device: String { directory.appending("device") }
-  var rehearsal: String { directory.appending("rehearsal") }
-  var participants: String { directory.appending("participants.yaml") }
-  var credential: String { rehearsal + "/crypto-user.credential" }
-  func share(_ holder: String) -> String { rehearsal + "/shares/\(holder).share" }
+  public let directory: TemporaryDirectory
+  public let serial: String
+  public var device: String { directory.appending("device") }
+  public var rehearsal: String { directory.appending("rehearsal") }
+  public var participants: String { directory.appending("participants.yaml") }
+  public var credential: String { rehearsal + "/crypto-user.credential" }
+  public func share(_ holder: String) -> String { rehearsal + "/shares/\(holder).share" }
 
   private init() throws {
     directory = try TemporaryDirectory("custos-hsm-rehearsal")
@@ -62,24 +69,26 @@ final class RehearsedDevice: @unchecked Sendable {
   }
 
   /// A copy of the device in its own directory (same serial, same shares and credential).
-  func copy() throws -> DeviceCopy {
+  public func copy() throws -> DeviceCopy {
     let target = try TemporaryDirectory("custos-hsm-copy")
     try FileManager.default.copyItem(atPath: device, toPath: target.appending("device"))
     return DeviceCopy(directory: target, source: self)
   }
 
   /// The share of `holder` with its password (or `password`).
-  func unsealShare(_ holder: String, password: String? = nil) throws -> (file: [UInt8], password: SecretBytes) {
-    let bytes = try #require(FileManager.default.contents(atPath: share(holder)))
+  public func unsealShare(_ holder: String, password: String? = nil) throws -> (file: [UInt8], password: SecretBytes) {
+    guard let bytes = FileManager.default.contents(atPath: share(holder)) else {
+      throw TestSupportError("cannot read the share file of \(holder)")
+    }
     return (Array(bytes), SecretBytes(utf8: password ?? holderPasswords[holder]!))
   }
 
   /// The Crypto User credential the ceremony wrote.
-  func cryptoUserCredential() throws -> SecretBytes { try VaultClient.readCredential(at: credential) }
+  public func cryptoUserCredential() throws -> SecretBytes { try VaultClient.readCredential(at: credential) }
 
   /// Activates `path` in this process with frank's and grace's shares (for tests that look at
   /// or prepare a device while no custos-hsm holds it).
-  func activate(_ device: Device) throws -> DeviceActivation {
+  public func activate(_ device: Device) throws -> DeviceActivation {
     try device.activate(
       shares: ["frank", "grace"].map {
         UnsealShare(path: share($0), password: SecretBytes(utf8: holderPasswords[$0]!))
@@ -90,23 +99,51 @@ final class RehearsedDevice: @unchecked Sendable {
 nonisolated(unsafe) private var rehearsedPath: String?
 
 /// A copy of the rehearsed device.
-struct DeviceCopy {
-  let directory: TemporaryDirectory
-  let source: RehearsedDevice
-  var device: String { directory.appending("device") }
+public struct DeviceCopy {
+  public let directory: TemporaryDirectory
+  public let source: RehearsedDevice
+  public var device: String { directory.appending("device") }
+}
+
+/// Runs `process` with its standard error into `errorPath`, and reads its standard output until
+/// it prints a line with `listening on ADDRESS` (custos-hsm and custos-server both do); returns
+/// ADDRESS, or nil when the process exited first (it has then been waited for). A process that
+/// never announces is killed after a minute, so a broken start fails the test instead of hanging it.
+public func launchAndAwaitAnnouncement(_ process: Process, errorPath: String) throws -> String? {
+  let output = Pipe()
+  process.standardOutput = output
+  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
+  try process.run()
+  let started = process
+  let announced = Flag()
+  DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
+    if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
+  }
+  var text = ""
+  while !text.contains("listening on ") || !text.hasSuffix("\n") {
+    let chunk = output.fileHandleForReading.availableData
+    if chunk.isEmpty { break }
+    text += String(decoding: chunk, as: UTF8.self)
+  }
+  guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
+    process.waitUntilExit()
+    return nil
+  }
+  announced.value.withLock { $0 = true }
+  return String(line.split(separator: " ").last!)
 }
 
 /// A running `custos-hsm` child process.
-final class HSMProcess: @unchecked Sendable {
-  let process = Process()
+public final class HSMProcess: @unchecked Sendable {
+  public let process = Process()
   /// What it announced it listens on (`unix:PATH` or `tls:HOST:PORT`).
-  private(set) var address = ""
-  let socket: String?
+  public private(set) var address = ""
+  public let socket: String?
   private let errorPath: String
   private let logs: TemporaryDirectory
 
   /// Starts custos-hsm on `device` and waits until it listens. `extra` are further arguments.
-  init(device: String, socket: String?, extra: [String] = []) throws {
+  public init(device: String, socket: String?, extra: [String] = []) throws {
     logs = try TemporaryDirectory("custos-hsm-logs")
     errorPath = logs.appending("stderr")
     _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
@@ -116,43 +153,24 @@ final class HSMProcess: @unchecked Sendable {
     var environment = ProcessInfo.processInfo.environment
     environment["CUSTOS_LOG_LEVEL"] = "info"
     process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-    try process.run()
-    // A process that never announces is killed after a minute, so a broken start fails the
-    // test instead of hanging it.
-    let started = process
-    let announced = Flag()
-    DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
-      if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
-    }
-    // Read lines until it announces where it listens (or exits).
-    var text = ""
-    while !text.contains("listening on ") || !text.hasSuffix("\n") {
-      let chunk = output.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      text += String(decoding: chunk, as: UTF8.self)
-    }
-    guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
-      process.waitUntilExit()
+    guard let announced = try launchAndAwaitAnnouncement(process, errorPath: errorPath) else {
       throw HSMStartFailure(status: process.terminationStatus, errors: standardError)
     }
-    announced.value.withLock { $0 = true }
-    address = String(line.split(separator: " ").last!)
+    address = announced
   }
 
   /// What it wrote on standard error so far.
-  var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+  public var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
 
   /// A client on its socket.
-  func client() throws -> VaultClient {
-    try VaultClient(endpoint: .unixSocket(path: try #require(socket)))
+  public func client() throws -> VaultClient {
+    guard let socket else { throw TestSupportError("this custos-hsm listens on TCP, not a socket") }
+    return try VaultClient(endpoint: .unixSocket(path: socket))
   }
 
   /// Sends `signal` and waits for the exit; the exit status (or the signal that ended it).
   @discardableResult
-  func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
+  public func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
     kill(process.processIdentifier, signal)
     process.waitUntilExit()
     return (process.terminationStatus, process.terminationReason)
@@ -172,19 +190,19 @@ private final class Flag: Sendable {
 }
 
 /// custos-hsm exited before it listened.
-struct HSMStartFailure: Error, CustomStringConvertible {
-  let status: Int32
-  let errors: String
-  var description: String { "custos-hsm exited with \(status) before listening: \(errors)" }
+public struct HSMStartFailure: Error, CustomStringConvertible {
+  public let status: Int32
+  public let errors: String
+  public var description: String { "custos-hsm exited with \(status) before listening: \(errors)" }
 }
 
 /// A short socket path (Unix socket paths are limited to 107 bytes).
-func socketPath(_ directory: TemporaryDirectory, _ name: String = "hsm.sock") -> String {
+public func socketPath(_ directory: TemporaryDirectory, _ name: String = "hsm.sock") -> String {
   directory.appending(name)
 }
 
 /// The refusal a device call ended with (nil when it was accepted).
-func refusal<T>(_ body: () async throws -> T) async -> VaultWireError? {
+public func refusal<T>(_ body: () async throws -> T) async -> VaultWireError? {
   do {
     _ = try await body()
     return nil
@@ -195,7 +213,7 @@ func refusal<T>(_ body: () async throws -> T) async -> VaultWireError? {
 
 /// Unseals with frank's and grace's shares; the state after each.
 @discardableResult
-func unseal(_ client: VaultClient, _ rehearsed: RehearsedDevice) async throws -> [DeviceState] {
+public func unseal(_ client: VaultClient, _ rehearsed: RehearsedDevice) async throws -> [DeviceState] {
   var states = [DeviceState]()
   for holder in ["frank", "grace"] {
     let share = try rehearsed.unsealShare(holder)

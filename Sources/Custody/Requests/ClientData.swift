@@ -1,22 +1,28 @@
-import Custody
-
 /// The members of a WebAuthn clientDataJSON (`CollectedClientData`) the vault checks, read by
 /// a strict JSON parser (RFC 8259): one object, valid UTF-8, every escape decoded, no
 /// duplicate member names at the top level (a second `type` or `origin` would let two readers
 /// disagree), nothing after the object. Members the vault does not know are parsed and
 /// skipped, as WebAuthn requires of relying parties.
-struct ClientData: Equatable {
-  var type: String
-  var challenge: String
-  var origin: String
-  var crossOrigin: Bool?
-  var topOrigin: String?
+public struct ClientData: Equatable, Sendable {
+  public var type: String
+  public var challenge: String
+  public var origin: String
+  public var crossOrigin: Bool?
+  public var topOrigin: String?
+
+  public init(type: String, challenge: String, origin: String, crossOrigin: Bool? = nil, topOrigin: String? = nil) {
+    self.type = type
+    self.challenge = challenge
+    self.origin = origin
+    self.crossOrigin = crossOrigin
+    self.topOrigin = topOrigin
+  }
 
   /// Deepest nesting accepted in members the vault skips.
-  static let maxDepth = 16
+  public static let maxDepth = 16
 
   /// Parses `bytes`; the error says what is wrong and where.
-  static func parse(_ bytes: [UInt8]) throws(RequestError) -> ClientData {
+  public static func parse(_ bytes: [UInt8]) throws(RequestError) -> ClientData {
     let result = bytes.withUnsafeBytes { raw in
       Result { () throws(RequestError) -> ClientData in
         var parser = JSONParser(raw)

@@ -1,0 +1,500 @@
+import Custody
+import Foundation
+import GRDB
+
+/// The repositories over the server's SQLite database. Each method is one transaction.
+public final class SQLiteRepository: CustodyRepository {
+  public let database: ServerDatabase
+  private var pool: DatabasePool { database.pool }
+
+  public init(database: ServerDatabase) {
+    self.database = database
+  }
+
+  // MARK: Wallets
+
+  public func wallet(_ id: UInt64) async throws -> StoredWallet? {
+    try await pool.read { db in try Self.wallet(db, id) }
+  }
+
+  public func wallets(after: UInt64, limit: Int) async throws -> [StoredWallet] {
+    try await pool.read { db in
+      try Row.fetchAll(
+        db,
+        sql: """
+          SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
+          WHERE w.id > ? ORDER BY w.id LIMIT ?
+          """, arguments: [Int64(after), limit]
+      ).map(Self.wallet(row:))
+    }
+  }
+
+  static func wallet(_ db: Database, _ id: UInt64) throws -> StoredWallet? {
+    try Row.fetchOne(
+      db,
+      sql: """
+        SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
+        """, arguments: [Int64(id)]
+    ).map(wallet(row:))
+  }
+
+  static func wallet(row: Row) -> StoredWallet {
+    StoredWallet(
+      id: UInt64(row["id"] as Int64), status: StoredWallet.Status(rawValue: row["status"]) ?? .removed,
+      walletData: (row["wallet_data"] as Data?).map { Array($0) }, walletHash: hash(row["wallet_hash"]),
+      sealedSeed: (row["sealed_seed"] as Data?).map { Array($0) },
+      createdAt: Date(timeIntervalSince1970: row["created_at"]),
+      updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+  }
+
+  // MARK: Requests
+
+  public func insert(_ request: StoredRequest) async throws {
+    try await pool.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO requests (id, kind, wallet_id, status, envelope, envelope_hash, base_wallet_hash, nonce,
+            threshold, approvers, created_at, expires_at, api_key_id)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          request.id, request.kind.rawValue, request.walletID.map { Int64($0) }, request.status.rawValue,
+          Data(request.envelope), Data(request.envelopeHash.bytes), Data(request.baseWalletHash.bytes),
+          Int64(request.nonce), request.threshold, Self.joinIDs(request.approverIDs),
+          request.createdAt.databaseValue, request.expiresAt.databaseValue, request.apiKeyID,
+        ])
+    }
+  }
+
+  public func request(_ id: String) async throws -> StoredRequest? {
+    try await pool.read { db in try Self.request(db, id) }
+  }
+
+  public func requests(ofWallet walletID: UInt64, limit: Int) async throws -> [StoredRequest] {
+    try await pool.read { db in
+      try Self.requests(
+        db, sql: "SELECT * FROM requests WHERE wallet_id = ? ORDER BY created_at DESC, id LIMIT ?",
+        arguments: [Int64(walletID), limit])
+    }
+  }
+
+  public func requests(inStatus status: RequestStatus, limit: Int) async throws -> [StoredRequest] {
+    try await pool.read { db in
+      try Self.requests(
+        db, sql: "SELECT * FROM requests WHERE status = ? ORDER BY created_at, id LIMIT ?",
+        arguments: [status.rawValue, limit])
+    }
+  }
+
+  public func addApproval(_ approval: StoredApproval, to requestID: String, now: Date) async throws -> StoredRequest {
+    try await pool.write { db in
+      guard var request = try Self.request(db, requestID) else {
+        throw LedgerError(.notFound, "no request \(requestID)")
+      }
+      guard request.status == .awaitingApprovals else {
+        throw LedgerError(.wrongState, "request \(requestID) is \(request.status.rawValue), not awaiting approvals")
+      }
+      guard request.expiresAt > now else {
+        throw LedgerError(.wrongState, "request \(requestID) expired")
+      }
+      guard !request.approvals.contains(where: { $0.approverID == approval.approverID }) else {
+        throw LedgerError(.duplicate, "'\(approval.approverID)' has approved request \(requestID) already")
+      }
+      try db.execute(
+        sql: "INSERT INTO approvals (request_id, approver_id, encoded, received_at) VALUES (?, ?, ?, ?)",
+        arguments: [requestID, approval.approverID, Data(approval.encoded), approval.receivedAt.databaseValue])
+      request.approvals.append(approval)
+      if request.approvals.count >= request.threshold {
+        request.status = .approved
+        try db.execute(
+          sql: "UPDATE requests SET status = ? WHERE id = ?", arguments: [RequestStatus.approved.rawValue, requestID])
+      }
+      return request
+    }
+  }
+
+  public func transition(
+    _ requestID: String, from: Set<RequestStatus>, to: RequestStatus, failure: RequestFailure?, at: Date
+  ) async throws -> Bool {
+    try await pool.write { db in
+      try Self.transition(db, requestID, from: from, to: to, failure: failure, at: at)
+    }
+  }
+
+  static func transition(
+    _ db: Database, _ requestID: String, from: Set<RequestStatus>, to: RequestStatus, failure: RequestFailure?,
+    at: Date
+  ) throws -> Bool {
+    let placeholders = Array(repeating: "?", count: from.count).joined(separator: ",")
+    var arguments: [(any DatabaseValueConvertible)?] = [
+      to.rawValue, to.isOpen ? nil : at.databaseValue, failure?.code, failure?.message, failure?.vaultCode, requestID,
+    ]
+    arguments += from.map { $0.rawValue }
+    try db.execute(
+      sql: """
+        UPDATE requests SET status = ?, completed_at = ?, failure_code = ?, failure_message = ?, vault_code = ?
+        WHERE id = ? AND status IN (\(placeholders))
+        """, arguments: StatementArguments(arguments))
+    return db.changesCount > 0
+  }
+
+  public func expire(now: Date) async throws -> Int {
+    try await pool.write { db in
+      try db.execute(
+        sql: """
+          UPDATE requests SET status = 'expired', completed_at = ?, failure_code = 'expired',
+            failure_message = 'the request expired before the vault was asked'
+          WHERE status IN ('awaiting-approvals', 'approved') AND expires_at <= ?
+          """, arguments: [now.databaseValue, now.databaseValue])
+      return db.changesCount
+    }
+  }
+
+  static func request(_ db: Database, _ id: String) throws -> StoredRequest? {
+    try requests(db, sql: "SELECT * FROM requests WHERE id = ?", arguments: [id]).first
+  }
+
+  static func requests(_ db: Database, sql: String, arguments: StatementArguments) throws -> [StoredRequest] {
+    var requests = try Row.fetchAll(db, sql: sql, arguments: arguments).map(request(row:))
+    guard !requests.isEmpty else { return [] }
+    let placeholders = Array(repeating: "?", count: requests.count).joined(separator: ",")
+    let rows = try Row.fetchAll(
+      db,
+      sql:
+        "SELECT * FROM approvals WHERE request_id IN (\(placeholders)) ORDER BY received_at, approver_id",
+      arguments: StatementArguments(requests.map(\.id)))
+    var byRequest = [String: [StoredApproval]]()
+    for row in rows {
+      byRequest[row["request_id"], default: []].append(
+        StoredApproval(
+          approverID: row["approver_id"], encoded: Array(row["encoded"] as Data),
+          receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+    }
+    for index in requests.indices { requests[index].approvals = byRequest[requests[index].id] ?? [] }
+    return requests
+  }
+
+  static func request(row: Row) -> StoredRequest {
+    let failureCode: String? = row["failure_code"]
+    return StoredRequest(
+      id: row["id"], kind: RequestKind(rawValue: row["kind"]) ?? .signEIP1559,
+      walletID: (row["wallet_id"] as Int64?).map { UInt64($0) },
+      status: RequestStatus(rawValue: row["status"]) ?? .refused, envelope: Array(row["envelope"] as Data),
+      envelopeHash: hash(row["envelope_hash"]), baseWalletHash: hash(row["base_wallet_hash"]),
+      nonce: UInt64(row["nonce"] as Int64), threshold: row["threshold"], approverIDs: splitIDs(row["approvers"]),
+      createdAt: Date(timeIntervalSince1970: row["created_at"]),
+      expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
+      completedAt: (row["completed_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
+      output: (row["output"] as Data?).map { Array($0) },
+      resultEpoch: (row["result_epoch"] as Int64?).map { UInt64($0) },
+      failure: failureCode.map {
+        RequestFailure(code: $0, message: row["failure_message"] ?? "", vaultCode: row["vault_code"])
+      }, apiKeyID: row["api_key_id"])
+  }
+
+  /// Approver ids as stored: JSON array text (ids may hold any character but controls).
+  static func joinIDs(_ ids: [String]) -> String {
+    String(decoding: (try? JSONEncoder().encode(ids)) ?? Data("[]".utf8), as: UTF8.self)
+  }
+
+  static func splitIDs(_ text: String) -> [String] {
+    (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
+  }
+
+  static func hash(_ data: Data?) -> Hash256 {
+    data.flatMap { Hash256($0) } ?? .zero
+  }
+
+  // MARK: Ledger
+
+  public func treeSummary() async throws -> TreeSummary {
+    try await pool.read { db in try Self.treeSummary(db) }
+  }
+
+  static func treeSummary(_ db: Database) throws -> TreeSummary {
+    let state = try Row.fetchOne(db, sql: "SELECT leaf_count, epoch FROM tree_state WHERE id = 1")
+    let root = try Data.fetchOne(db, sql: "SELECT value FROM tree_nodes WHERE node = 1")
+    let active = try Int64.fetchOne(db, sql: "SELECT count(*) FROM wallets WHERE status = 'active'") ?? 0
+    let pending = try Int64.fetchOne(db, sql: "SELECT count(*) FROM intents WHERE state = 'pending'") ?? 0
+    return TreeSummary(
+      leafCount: UInt64((state?["leaf_count"] as Int64?) ?? 1), root: hash(root),
+      epoch: UInt64((state?["epoch"] as Int64?) ?? 0), activeWallets: UInt64(active), pendingIntents: UInt64(pending))
+  }
+
+  public func walletProof(
+    _ walletID: UInt64
+  ) async throws -> (
+    wallet: StoredWallet, proof: WalletProof, path: MerklePath
+  ) {
+    try await pool.read { db in
+      guard let wallet = try Self.wallet(db, walletID) else {
+        throw LedgerError(.notFound, "no wallet \(walletID)")
+      }
+      let tree = try MerkleTree(store: try DatabaseMerkleNodeStore(db))
+      let proof = try tree.proof(ofWallet: walletID)
+      let anchor = RootAnchor(leafCount: tree.leafCount, root: try tree.root())
+      guard proof.leaf == wallet.walletHash else {
+        throw LedgerError(
+          .doesNotFit,
+          "wallet \(walletID)'s leaf in the tree is not the hash of its stored data (the database is damaged)")
+      }
+      return (wallet, WalletProof(siblings: proof.siblings, anchor: anchor), try tree.path(ofWallet: walletID))
+    }
+  }
+
+  public func currentLeafProof() async throws -> CurrentLeafProof {
+    try await pool.read { db in
+      let tree = try MerkleTree(store: try DatabaseMerkleNodeStore(db))
+      let proof = try tree.currentLeafProof()
+      return CurrentLeafProof(
+        leaf: proof.leaf, siblings: proof.siblings,
+        anchor: RootAnchor(leafCount: tree.leafCount, root: try tree.root()))
+    }
+  }
+
+  public func beginIntent(
+    requestID: String, call: String, walletID: UInt64?, envelopeHash: Hash256, oldLeaf: Hash256, anchor: RootAnchor,
+    at: Date
+  ) async throws -> Intent? {
+    try await pool.write { db in
+      guard try Self.transition(db, requestID, from: [.approved], to: .submitted, failure: nil, at: at) else {
+        return nil
+      }
+      try db.execute(
+        sql: """
+          INSERT INTO intents (request_id, call, wallet_id, envelope_hash, old_leaf, anchor_leaf_count, anchor_root,
+            state, created_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)
+          """,
+        arguments: [
+          requestID, call, walletID.map { Int64($0) }, Data(envelopeHash.bytes), Data(oldLeaf.bytes),
+          Int64(anchor.leafCount), Data(anchor.root.bytes), at.databaseValue,
+        ])
+      return Intent(
+        id: db.lastInsertedRowID, requestID: requestID, call: call, walletID: walletID, envelopeHash: envelopeHash,
+        oldLeaf: oldLeaf, anchor: anchor, state: .pending, createdAt: at)
+    }
+  }
+
+  public func complete(intent: Intent, result: RequestResult, at: Date) async throws {
+    try await pool.write { db in
+      guard
+        let state = try String.fetchOne(db, sql: "SELECT state FROM intents WHERE id = ?", arguments: [intent.id]),
+        state == Intent.State.pending.rawValue
+      else {
+        throw LedgerError(.wrongState, "intent \(intent.id) is not pending")
+      }
+      let change = result.change
+      var tree = try MerkleTree(store: try DatabaseMerkleNodeStore(db))
+      switch change.kind {
+      case .add:
+        guard change.walletID == tree.nextWalletID else {
+          throw LedgerError(
+            .doesNotFit, "the vault added wallet \(change.walletID); the server's tree adds \(tree.nextWalletID) next")
+        }
+        guard Hash256.sha256(result.walletData) == change.leaf else {
+          throw LedgerError(.doesNotFit, "the new wallet's data does not hash to the leaf the vault reported")
+        }
+        try tree.add(walletHash: change.leaf)
+      case .update:
+        guard Hash256.sha256(result.walletData) == change.leaf else {
+          throw LedgerError(.doesNotFit, "the wallet's new data does not hash to the leaf the vault reported")
+        }
+        try tree.update(walletID: change.walletID, walletHash: change.leaf)
+      case .remove:
+        try tree.remove(walletID: change.walletID)
+      }
+      guard try tree.root() == change.root.root, tree.leafCount == change.root.leafCount else {
+        throw LedgerError(
+          .doesNotFit,
+          "after change \(change.sequence) (\(change.kind.rawValue) of wallet \(change.walletID)) the server's root is not the vault's \(change.root.root.hex)"
+        )
+      }
+      try db.execute(
+        sql: "UPDATE tree_state SET epoch = max(epoch, ?) WHERE id = 1", arguments: [Int64(change.root.epoch)])
+      let now = at.databaseValue
+      let walletID = Int64(change.walletID)
+      switch change.kind {
+      case .add:
+        try db.execute(
+          sql: """
+            INSERT INTO wallets (id, status, wallet_data, wallet_hash, created_at, updated_at, created_by)
+            VALUES (?, 'active', ?, ?, ?, ?, ?)
+            """,
+          arguments: [walletID, Data(result.walletData), Data(change.leaf.bytes), now, now, intent.requestID])
+        try db.execute(
+          sql: "INSERT INTO sealed_seeds (wallet_id, wallet_hash, sealed_seed, updated_at) VALUES (?, ?, ?, ?)",
+          arguments: [walletID, Data(change.leaf.bytes), Data(result.sealedSeed), now])
+      case .update:
+        try db.execute(
+          sql: "UPDATE wallets SET wallet_data = ?, wallet_hash = ?, updated_at = ? WHERE id = ?",
+          arguments: [Data(result.walletData), Data(change.leaf.bytes), now, walletID])
+        try db.execute(
+          sql: "UPDATE sealed_seeds SET wallet_hash = ?, sealed_seed = ?, updated_at = ? WHERE wallet_id = ?",
+          arguments: [Data(change.leaf.bytes), Data(result.sealedSeed), now, walletID])
+      case .remove:
+        try db.execute(
+          sql:
+            "UPDATE wallets SET status = 'removed', wallet_data = NULL, wallet_hash = zeroblob(32), updated_at = ? WHERE id = ?",
+          arguments: [now, walletID])
+        try db.execute(sql: "DELETE FROM sealed_seeds WHERE wallet_id = ?", arguments: [walletID])
+      }
+      try db.execute(
+        sql: """
+          UPDATE requests SET status = 'completed', completed_at = ?, output = ?, result_epoch = ?, wallet_id = ?,
+            failure_code = NULL, failure_message = NULL, vault_code = NULL
+          WHERE id = ?
+          """,
+        arguments: [
+          now, result.output.isEmpty ? nil : Data(result.output), Int64(change.root.epoch), walletID,
+          intent.requestID,
+        ])
+      try db.execute(
+        sql: "UPDATE intents SET state = 'completed', settled_at = ? WHERE id = ?", arguments: [now, intent.id])
+      // Requests made against the wallet's previous data can no longer pass the vault.
+      try db.execute(
+        sql: """
+          UPDATE requests SET status = 'superseded', completed_at = ?, failure_code = 'superseded',
+            failure_message = ?
+          WHERE wallet_id = ? AND id != ? AND status IN ('awaiting-approvals', 'approved')
+            AND (base_wallet_hash != ? OR ? = 'remove')
+          """,
+        arguments: [
+          now,
+          change.kind == .remove
+            ? "the wallet was removed" : "request \(intent.requestID) changed the wallet first; make a new request",
+          walletID, intent.requestID, Data(change.leaf.bytes), change.kind.rawValue,
+        ])
+      try Self.insertHistory(
+        db,
+        RootHistoryEntry(
+          epoch: change.root.epoch, leafCount: change.root.leafCount, root: change.root.root,
+          change: change.kind.rawValue, walletID: change.walletID, requestID: intent.requestID,
+          vaultSequence: change.sequence, recordedAt: at))
+    }
+  }
+
+  public func settle(
+    intent: Intent, requestStatus: RequestStatus, failure: RequestFailure?, note: String, at: Date
+  ) async throws {
+    try await pool.write { db in
+      try db.execute(
+        sql: "UPDATE intents SET state = 'discarded', settled_at = ?, note = ? WHERE id = ? AND state = 'pending'",
+        arguments: [at.databaseValue, note, intent.id])
+      guard db.changesCount > 0 else { throw LedgerError(.wrongState, "intent \(intent.id) is not pending") }
+      _ = try Self.transition(db, intent.requestID, from: [.submitted], to: requestStatus, failure: failure, at: at)
+    }
+  }
+
+  public func pendingIntents() async throws -> [Intent] {
+    try await pool.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM intents WHERE state = 'pending' ORDER BY id").map { row in
+        Intent(
+          id: row["id"], requestID: row["request_id"], call: row["call"],
+          walletID: (row["wallet_id"] as Int64?).map { UInt64($0) }, envelopeHash: Self.hash(row["envelope_hash"]),
+          oldLeaf: Self.hash(row["old_leaf"]),
+          anchor: RootAnchor(
+            leafCount: UInt64(row["anchor_leaf_count"] as Int64), root: Self.hash(row["anchor_root"])),
+          state: .pending, createdAt: Date(timeIntervalSince1970: row["created_at"]))
+      }
+    }
+  }
+
+  public func recordRoot(_ entry: RootHistoryEntry) async throws {
+    try await pool.write { db in try Self.insertHistory(db, entry) }
+  }
+
+  static func insertHistory(_ db: Database, _ entry: RootHistoryEntry) throws {
+    try db.execute(
+      sql: """
+        INSERT INTO root_history (epoch, leaf_count, root, change, wallet_id, request_id, vault_sequence, recorded_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+      arguments: [
+        Int64(entry.epoch), Int64(entry.leafCount), Data(entry.root.bytes), entry.change,
+        entry.walletID.map { Int64($0) }, entry.requestID, entry.vaultSequence.map { Int64(bitPattern: $0) },
+        entry.recordedAt.databaseValue,
+      ])
+  }
+
+  public func rootHistory(limit: Int) async throws -> [RootHistoryEntry] {
+    try await pool.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM root_history ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
+        RootHistoryEntry(
+          epoch: UInt64(row["epoch"] as Int64), leafCount: UInt64(row["leaf_count"] as Int64),
+          root: Self.hash(row["root"]), change: row["change"],
+          walletID: (row["wallet_id"] as Int64?).map { UInt64($0) }, requestID: row["request_id"],
+          vaultSequence: (row["vault_sequence"] as Int64?).map { UInt64(bitPattern: $0) },
+          recordedAt: Date(timeIntervalSince1970: row["recorded_at"]))
+      }
+    }
+  }
+
+  public func audit(_ record: VaultAuditRecord) async throws {
+    try await pool.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO vault_audit (at, call, request_id, wallet_id, outcome, code, detail)
+          VALUES (?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          record.at.databaseValue, record.call, record.requestID, record.walletID.map { Int64($0) }, record.outcome,
+          record.code, record.detail,
+        ])
+    }
+  }
+
+  public func auditRecords(limit: Int) async throws -> [VaultAuditRecord] {
+    try await pool.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM vault_audit ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
+        VaultAuditRecord(
+          at: Date(timeIntervalSince1970: row["at"]), call: row["call"], requestID: row["request_id"],
+          walletID: (row["wallet_id"] as Int64?).map { UInt64($0) }, outcome: row["outcome"], code: row["code"],
+          detail: row["detail"])
+      }
+    }
+  }
+
+  // MARK: API keys
+
+  public func insert(_ key: APIKeyRecord) async throws {
+    try await pool.write { db in
+      try db.execute(
+        sql: "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+        arguments: [
+          key.id, key.name, Data(key.keyHash.bytes), key.scopes.sorted().map(\.rawValue).joined(separator: " "),
+          key.createdAt.databaseValue, key.revokedAt?.databaseValue,
+        ])
+    }
+  }
+
+  public func key(hash: Hash256) async throws -> APIKeyRecord? {
+    try await pool.read { db in
+      try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE key_hash = ?", arguments: [Data(hash.bytes)]).map(
+        Self.key(row:))
+    }
+  }
+
+  public func keys() async throws -> [APIKeyRecord] {
+    try await pool.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY created_at, id").map(Self.key(row:))
+    }
+  }
+
+  public func revoke(id: String, at: Date) async throws -> Bool {
+    try await pool.write { db in
+      try db.execute(
+        sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        arguments: [at.databaseValue, id])
+      return db.changesCount > 0
+    }
+  }
+
+  static func key(row: Row) -> APIKeyRecord {
+    let scopes = (row["scopes"] as String).split(separator: " ").compactMap { APIScope(rawValue: String($0)) }
+    return APIKeyRecord(
+      id: row["id"], name: row["name"], keyHash: hash(row["key_hash"]), scopes: Set(scopes),
+      createdAt: Date(timeIntervalSince1970: row["created_at"]),
+      revokedAt: (row["revoked_at"] as Double?).map { Date(timeIntervalSince1970: $0) })
+  }
+}
