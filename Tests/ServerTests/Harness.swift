@@ -49,9 +49,7 @@ final class ServerProcess: @unchecked Sendable {
   /// Sends `signal` and waits for the exit.
   @discardableResult
   func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
-    if process.isRunning { kill(process.processIdentifier, signal) }
-    process.waitUntilExit()
-    return (process.terminationStatus, process.terminationReason)
+    signalAndAwaitExit(process, signal)
   }
 
   deinit {

@@ -171,9 +171,7 @@ public final class HSMProcess: @unchecked Sendable {
   /// Sends `signal` and waits for the exit; the exit status (or the signal that ended it).
   @discardableResult
   public func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
-    kill(process.processIdentifier, signal)
-    process.waitUntilExit()
-    return (process.terminationStatus, process.terminationReason)
+    signalAndAwaitExit(process, signal)
   }
 
   deinit {
@@ -182,6 +180,25 @@ public final class HSMProcess: @unchecked Sendable {
       process.waitUntilExit()
     }
   }
+}
+
+/// Sends `signal` to a child and waits for its exit, at most `limit` seconds: a child that
+/// does not exit by then is killed (SIGKILL), so a shutdown that hangs fails the test that
+/// checks the exit instead of hanging the whole run. The exit status, or the signal that ended it.
+@discardableResult
+public func signalAndAwaitExit(
+  _ process: Process, _ signal: Int32, limit: TimeInterval = 60
+) -> (status: Int32, reason: Process.TerminationReason) {
+  if process.isRunning { kill(process.processIdentifier, signal) }
+  let deadline = Date().addingTimeInterval(limit)
+  while process.isRunning, Date() < deadline { usleep(20_000) }
+  if process.isRunning {
+    FileHandle.standardError.write(
+      Data("child \(process.processIdentifier) did not exit within \(Int(limit)) s of signal \(signal): killed\n".utf8))
+    kill(process.processIdentifier, SIGKILL)
+  }
+  process.waitUntilExit()
+  return (process.terminationStatus, process.terminationReason)
 }
 
 /// A flag shared with a timer.

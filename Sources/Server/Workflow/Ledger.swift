@@ -135,7 +135,6 @@ public actor Ledger {
   private func drain() async {
     guard !draining else { return }
     draining = true
-    defer { draining = false }
     var progress = true
     while progress {
       progress = false
@@ -167,6 +166,9 @@ public actor Ledger {
         break
       }
     }
+    // Cleared before waking: a reconciliation waiting for idleness must see the drain as over
+    // (a `defer` would clear it only after the wake-up, leaving that waiter asleep for good).
+    draining = false
     wakeIfIdle()
   }
 
@@ -185,7 +187,7 @@ public actor Ledger {
     switch agreement {
     case .unknown, .reconciling: return true
     case .diverged: return false
-    case .agreed: return uncertain || (inFlight == 0 && !held.isEmpty)
+    case .agreed: return uncertain || (inFlight == 0 && !draining && !held.isEmpty)
     }
   }
 
