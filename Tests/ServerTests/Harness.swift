@@ -214,7 +214,7 @@ final class Stack: @unchecked Sendable {
 
   /// The device's committed root, read with a Crypto User session of the test's own.
   func deviceRoot() async throws -> RootState {
-    let client = try VaultClient(endpoint: .unixSocket(path: socket))
+    let client = try VaultClient(endpoint: .unixSocket(path: socket), timeout: testCallTimeout)
     defer { Task { await client.close() } }
     let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
     let root = try await client.rootState(session)

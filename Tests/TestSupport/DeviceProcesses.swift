@@ -133,6 +133,11 @@ public func launchAndAwaitAnnouncement(_ process: Process, errorPath: String) th
   return String(line.split(separator: " ").last!)
 }
 
+/// How long a test's call to a device may take: generous, because an unseal is Argon2id at
+/// 64 MiB and several suites unseal their devices at once on a loaded two-core machine (30 s,
+/// the client's default, was exceeded there). A call that never answers still fails.
+public let testCallTimeout: Duration = .seconds(180)
+
 /// A running `custos-hsm` child process.
 public final class HSMProcess: @unchecked Sendable {
   public let process = Process()
@@ -165,7 +170,7 @@ public final class HSMProcess: @unchecked Sendable {
   /// A client on its socket.
   public func client() throws -> VaultClient {
     guard let socket else { throw TestSupportError("this custos-hsm listens on TCP, not a socket") }
-    return try VaultClient(endpoint: .unixSocket(path: socket))
+    return try VaultClient(endpoint: .unixSocket(path: socket), timeout: testCallTimeout)
   }
 
   /// Sends `signal` and waits for the exit; the exit status (or the signal that ended it).
