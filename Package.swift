@@ -171,7 +171,7 @@ let package = Package(
       name: "DeviceServerTests",
       dependencies: [
         "DeviceServer", "VaultWire", "Ceremony", "Vault", "HSMBridge", "Custody", "TestSupport", "custos-hsm",
-        "custos", crypto, logging, swiftProtobuf,
+        "custos", crypto, logging, swiftProtobuf, grpcCore,
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
       ]

@@ -66,6 +66,9 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     public static let unknownMethod = Code("unknownMethod", status: .unimplemented)
     /// Client side: the device could not be reached, or the connection broke.
     public static let unreachable = Code("unreachable", status: .unavailable)
+    /// Client side: the device did not answer within the call's timeout. A change may still
+    /// have been applied: its result is to be asked again (GetResult) or reconciled.
+    public static let timedOut = Code("timedOut", status: .deadlineExceeded)
     /// Client side: a status the contract does not define.
     public static let unexpected = Code("unexpected", status: .unknown)
 
@@ -132,6 +135,7 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
       switch error.code {
       case .unimplemented: code = .unknownMethod
       case .unavailable: code = .unreachable
+      case .deadlineExceeded: code = .timedOut
       default: code = .unexpected
       }
     }

@@ -1,5 +1,6 @@
 import DeviceServer
 import Foundation
+import GRPCCore
 import HSMBridge
 import Synchronization
 import TestSupport
@@ -98,5 +99,9 @@ import VaultWire
     for code in VaultWireError.Code.deviceCodes {
       #expect(VaultWireError(VaultWireError(code, "x").rpcError).code == code)
     }
+    // Statuses without the device's trailer get client-side codes a caller can act on.
+    #expect(VaultWireError(RPCError(code: .deadlineExceeded, message: "late")).code == .timedOut)
+    #expect(VaultWireError(RPCError(code: .unavailable, message: "gone")).code == .unreachable)
+    #expect(VaultWireError(RPCError(code: .dataLoss, message: "?")).code == .unexpected)
   }
 }

@@ -108,7 +108,7 @@ import X509
     // A client that trusts another certificate does not get through.
     let untrusted = try VaultClient(
       endpoint: .tls(host: "127.0.0.1", port: port, trustRoots: files.appending("other.pem"), serverName: "localhost"),
-      timeout: .seconds(10))
+      timeout: .seconds(60))
     #expect(await refusal { try await untrusted.status() }?.code == .unreachable)
     await untrusted.close()
     hsm.stop()
