@@ -32,9 +32,10 @@ expect() { grep -qF -- "$2" <<<"$1" || fail "$3 (expected to see: $2)"; }
 json() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"; }
 # api METHOD PATH [BODY]: the custody API with the operator's key; prints the body, fails on >= 400.
 api() {
-  local answer status
+  local answer status body=()
+  [ $# -ge 3 ] && body=(--data "$3")
   answer="$(curl -sS -w '\n%{http_code}' -X "$1" -H "Authorization: Bearer $api_key" \
-    -H 'Content-Type: application/json' ${3:+--data "$3"} "$url$2")"
+    -H 'Content-Type: application/json' "${body[@]}" "$url$2")"
   status="${answer##*$'\n'}"
   answer="${answer%$'\n'*}"
   [ "$status" -lt 400 ] || fail "$1 $2 answered $status: $answer"

@@ -81,7 +81,9 @@ public final class ApproverKey: Sendable {
   // MARK: Making keys
 
   /// A fresh bot key written to `path` (mode 0600; an existing file is refused).
-  public static func createBot(_ algorithm: BotKey.Algorithm, approverID: String?, at path: String) throws(ApproverError)
+  public static func createBot(
+    _ algorithm: BotKey.Algorithm, approverID: String?, at path: String
+  ) throws(ApproverError)
     -> ApproverKey
   {
     var secret = randomBytes(32)

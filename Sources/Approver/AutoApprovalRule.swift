@@ -56,9 +56,9 @@ public struct AutoApprovalRule: Sendable, Hashable {
   private struct File: Decodable {
     var format: String
     var version: Int
-    var wallets: [UInt64]
+    var wallets: [Int64]
     var operations: [String]
-    var chainIds: [UInt64]?
+    var chainIds: [Int64]?
     var destinations: [String]?
     var maxValueWei: String?
     var allowCallData: Bool?
@@ -87,13 +87,14 @@ public struct AutoApprovalRule: Sendable, Hashable {
     } catch let DecodingError.keyNotFound(key, _) {
       throw fail(key.stringValue, "is required")
     } catch let DecodingError.dataCorrupted(context) {
-      throw fail(context.codingPath.map(\.stringValue).joined(separator: "."), "is not valid")
+      throw fail(
+        context.codingPath.map(\.stringValue).joined(separator: "."), "is not valid: \(context.debugDescription)")
     } catch {
       throw ApproverError(.ruleFileInvalid, "\(source): \(error)")
     }
     guard file.format == format else { throw fail("format", "is not '\(format)'") }
     guard file.version == 1 else { throw fail("version", "\(file.version) is not 1") }
-    guard !file.wallets.isEmpty, !file.wallets.contains(0) else {
+    guard !file.wallets.isEmpty, file.wallets.allSatisfy({ $0 >= 1 }) else {
       throw fail("wallets", "is a non-empty list of wallet ids (from 1)")
     }
     guard !file.operations.isEmpty else { throw fail("operations", "is a non-empty list") }
@@ -103,7 +104,7 @@ public struct AutoApprovalRule: Sendable, Hashable {
         "'\(operation)' cannot be approved by a rule (allowed: \(ruleOperations.sorted().joined(separator: ", ")); wallet changes need a person)"
       )
     }
-    if let chainIDs = file.chainIds, chainIDs.isEmpty || chainIDs.contains(0) {
+    if let chainIDs = file.chainIds, chainIDs.isEmpty || !chainIDs.allSatisfy({ $0 >= 1 }) {
       throw fail("chainIds", "is a non-empty list of chain ids (from 1)")
     }
     var destinations: Set<[UInt8]>? = nil
@@ -111,7 +112,8 @@ public struct AutoApprovalRule: Sendable, Hashable {
       var set = Set<[UInt8]>()
       for text in list {
         guard let address = EthereumAddress.parse(text) else {
-          throw fail("destinations", "'\(text)' is not an Ethereum address (0x and 40 hex digits, EIP-55 if mixed case)")
+          throw fail(
+            "destinations", "'\(text)' is not an Ethereum address (0x and 40 hex digits, EIP-55 if mixed case)")
         }
         set.insert(address)
       }
@@ -123,7 +125,8 @@ public struct AutoApprovalRule: Sendable, Hashable {
       maxValue = amount
     }
     return AutoApprovalRule(
-      wallets: file.wallets, operations: Set(file.operations), chainIDs: file.chainIds.map(Set.init),
+      wallets: file.wallets.map { UInt64($0) }, operations: Set(file.operations),
+      chainIDs: file.chainIds.map { Set($0.map { UInt64($0) }) },
       destinations: destinations, maxValue: maxValue, allowCallData: file.allowCallData ?? false,
       paths: file.paths.map(Set.init))
   }
@@ -163,4 +166,3 @@ public struct AutoApprovalRule: Sendable, Hashable {
     return reasons
   }
 }
-

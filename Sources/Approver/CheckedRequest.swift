@@ -100,7 +100,8 @@ public struct CheckedRequest: Sendable {
     }
     guard served.kind == envelope.operation.name else {
       throw ApproverError(
-        .envelopeMismatch, "the server says \(requestID) is a \(served.kind) request; its envelope is \(envelope.operation.name)")
+        .envelopeMismatch,
+        "the server says \(requestID) is a \(served.kind) request; its envelope is \(envelope.operation.name)")
     }
     if case .createWallet = envelope.operation {
       if let wallet = served.walletID, served.status == "awaiting-approvals" {
@@ -116,7 +117,8 @@ public struct CheckedRequest: Sendable {
       }
       if let expectedWallet, expectedWallet != envelope.walletID {
         throw ApproverError(
-          .envelopeMismatch, "\(requestID) is for wallet \(envelope.walletID), not wallet \(expectedWallet) as expected")
+          .envelopeMismatch, "\(requestID) is for wallet \(envelope.walletID), not wallet \(expectedWallet) as expected"
+        )
       }
     }
     guard served.status == "awaiting-approvals" else {

@@ -122,7 +122,8 @@ public struct CustodyServerClient: Sendable {
     guard let body else { return ApproverError(.server, "\(server) answered HTTP \(status)") }
     return ApproverError(
       .server,
-      "\(server) answered HTTP \(status) \(body.code)" + (body.vaultCode.map { " (\($0))" } ?? "") + ": \(body.message)")
+      "\(server) answered HTTP \(status) \(body.code)" + (body.vaultCode.map { " (\($0))" } ?? "") + ": \(body.message)"
+    )
   }
 
   private func unreachable(_ error: any Error) -> ApproverError {

@@ -87,7 +87,7 @@ struct ApproveCommand: AsyncParsableCommand {
       print(
         "approving as '\(approver.approverID)' for wallets \(rule.wallets.map(String.init).joined(separator: ", "))"
           + (once ? " (one round)" : ", polling every \(interval) s until SIGTERM"))
-      fflush(stdout)
+      fflush(nil)
       let total = await approver.autoLoop(
         rule: rule, interval: .milliseconds(Int(interval * 1000)), once: once, stop: stop)
       signals.forEach { $0.cancel() }
@@ -104,7 +104,8 @@ struct ApproveCommand: AsyncParsableCommand {
         return key
       }
       guard let key = ProcessInfo.processInfo.environment["CUSTOS_API_KEY"], !key.isEmpty else {
-        throw CommandFailure("--auto lists requests with an API key (scope requests:read): give --api-key-file or set CUSTOS_API_KEY")
+        throw CommandFailure(
+          "--auto lists requests with an API key (scope requests:read): give --api-key-file or set CUSTOS_API_KEY")
       }
       return key
     }
@@ -171,7 +172,7 @@ struct ApprovalTargetOptions: ParsableArguments {
       client: client, key: loaded, approverID: id, logger: logger,
       say: { text in
         print(text)
-        fflush(stdout)
+        fflush(nil)
       })
   }
 

@@ -62,8 +62,10 @@ func mode(_ path: String) -> mode_t {
       let envelope = try transferEnvelope().encoded()
       let approval = try loaded.approve(envelope, as: "bot-a")
       #expect(
-        try ApprovalCheck.verify(envelope: envelope, approvals: [approval], approvers: [made.approver(id: "bot-a")], required: 1)
-          .count == 1)
+        try ApprovalCheck.verify(
+          envelope: envelope, approvals: [approval], approvers: [made.approver(id: "bot-a")], required: 1
+        )
+        .count == 1)
     }
   }
 
@@ -106,7 +108,8 @@ func mode(_ path: String) -> mode_t {
       let key = try ApproverKey.load(path)
       let approval = try key.approve(envelope, as: "carol")
       // The vault's own check accepts it, and takes its counter.
-      enrolled = try ApprovalCheck.verify(envelope: envelope, approvals: [approval], approvers: [enrolled], required: 1)[0]
+      enrolled = try ApprovalCheck.verify(
+        envelope: envelope, approvals: [approval], approvers: [enrolled], required: 1)[0]
       guard case .passkey(let passkey) = enrolled.credential else { Issue.record("not a passkey"); return }
       #expect(passkey.signCount == UInt32(expected))
       let file = try JSONSerialization.jsonObject(with: FileManager.default.contents(atPath: path)!) as? [String: Any]
@@ -176,8 +179,10 @@ func mode(_ path: String) -> mode_t {
     #expect(refusal(served(bytes, status: "completed"))?.code == .requestClosed)
     #expect(
       refusal(served(bytes, approvers: [.init(id: "bot-a", isPasskey: false, approved: true)]))?.code == .requestClosed)
-    #expect(refusal(served(bytes, approvers: [.init(id: "carol", isPasskey: true, approved: false)]))?.code == .notAnApprover)
-    #expect(refusal(served(bytes, approvers: [.init(id: "bot-a", isPasskey: true, approved: false)]))?.code == .notAnApprover)
+    #expect(
+      refusal(served(bytes, approvers: [.init(id: "carol", isPasskey: true, approved: false)]))?.code == .notAnApprover)
+    #expect(
+      refusal(served(bytes, approvers: [.init(id: "bot-a", isPasskey: true, approved: false)]))?.code == .notAnApprover)
     let expired = try transferEnvelope(expiry: UInt64(Date().timeIntervalSince1970) - 1).encoded()
     #expect(refusal(served(expired))?.code == .requestClosed)
   }
@@ -186,7 +191,8 @@ func mode(_ path: String) -> mode_t {
     let other = try SoftwareBot(.p256)
     func creation(_ approver: Approver) throws -> [UInt8] {
       try RequestEnvelope(
-        walletID: 0, walletHash: .zero, operation: .createWallet(WalletConfiguration(threshold: 1, approvers: [approver])),
+        walletID: 0, walletHash: .zero,
+        operation: .createWallet(WalletConfiguration(threshold: 1, approvers: [approver])),
         nonce: 1, expiry: UInt64(Date().timeIntervalSince1970) + 3600
       ).encoded()
     }
@@ -213,9 +219,10 @@ func mode(_ path: String) -> mode_t {
     let rule = try AutoApprovalRule.parse(Data(Self.rule.utf8))
     #expect(rule.refusals(of: transferEnvelope()).isEmpty)
     #expect(rule.refusals(of: transferEnvelope(valueWei: "10000000000000000")).isEmpty)
-    #expect(rule.refusals(of: transferEnvelope(valueWei: "10000000000000001")) == [
-      "value 10000000000000001 wei exceeds the rule's 10000000000000000 wei"
-    ])
+    #expect(
+      rule.refusals(of: transferEnvelope(valueWei: "10000000000000001")) == [
+        "value 10000000000000001 wei exceeds the rule's 10000000000000000 wei"
+      ])
     #expect(
       rule.refusals(of: transferEnvelope(to: "0x2222222222222222222222222222222222222222")).first?.contains(
         "not on the allowlist") == true)
@@ -226,7 +233,8 @@ func mode(_ path: String) -> mode_t {
     message.operation = .signPersonalMessage(Array("hello".utf8))
     #expect(rule.refusals(of: message) == ["operation sign-personal-message is not allowed"])
     var otherPath = transferEnvelope()
-    otherPath.chain = .ethereum(chainID: 1, path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 1])
+    otherPath.chain = .ethereum(
+      chainID: 1, path: [44 | ChainData.hardened, 60 | ChainData.hardened, ChainData.hardened, 0, 1])
     #expect(rule.refusals(of: otherPath) == ["key path m/44'/60'/0'/0/1 is not allowed"])
   }
 
@@ -242,13 +250,17 @@ func mode(_ path: String) -> mode_t {
     let base = #"{"format": "custos-approval-rule", "version": 1, "wallets": [1], "operations": ["sign-eip1559"]"#
     #expect(error(base + "}") == "accepted")
     #expect(error(base + #", "maxValue": "1"}"#).contains("maxValue: unknown field"))
-    #expect(error(base.replacingOccurrences(of: "sign-eip1559", with: "update-wallet") + "}").contains("wallet changes need a person"))
+    #expect(
+      error(base.replacingOccurrences(of: "sign-eip1559", with: "update-wallet") + "}").contains(
+        "wallet changes need a person"))
     #expect(error(base + #", "destinations": ["0x12"]}"#).contains("destinations: '0x12' is not an Ethereum address"))
     #expect(error(base + #", "allowCallData": 1}"#).contains("allowCallData"))
     #expect(error(base + #", "maxValueWei": "1.5"}"#).contains("maxValueWei"))
     #expect(error(base.replacingOccurrences(of: "[1]", with: "[]") + "}").contains("wallets"))
     #expect(error(base.replacingOccurrences(of: "[1]", with: "[-1]") + "}").contains("wallets"))
-    #expect(error(#"{"format": "custos-approval-rule", "version": 1, "operations": ["sign-eip1559"]}"#).contains("wallets: is required"))
+    #expect(
+      error(#"{"format": "custos-approval-rule", "version": 1, "operations": ["sign-eip1559"]}"#).contains(
+        "wallets: is required"))
     #expect(error("[1]").contains("not a JSON object"))
   }
 }

@@ -73,7 +73,8 @@ import Glibc
   static func storedApprovals(_ stack: Stack, _ requestID: String) throws -> [String] {
     let queue = try DatabaseQueue(path: stack.database)
     return try queue.read { db in
-      try String.fetchAll(db, sql: "SELECT approver_id FROM approvals WHERE request_id = ? ORDER BY 1", arguments: [requestID])
+      try String.fetchAll(
+        db, sql: "SELECT approver_id FROM approvals WHERE request_id = ? ORDER BY 1", arguments: [requestID])
     }
   }
 
@@ -172,7 +173,7 @@ import Glibc
     let allowed = try await stack.api.transfer(walletID)
     let elsewhere = try await stack.api.transfer(
       walletID, nonce: 1, to: "0x2222222222222222222222222222222222222222")
-    let tooMuch = try await stack.api.transfer(walletID, nonce: 2, valueWei: "1000000000000000000")
+    let tooMuch = try await stack.api.transfer(walletID, valueWei: "1000000000000000000", nonce: 2)
     let auto = [
       "approve", "--server", stack.api.baseURL, "--key", keys.botA, "--auto", rule, "--api-key-file", keyFile,
     ]
@@ -228,7 +229,8 @@ final class TamperingProxy: @unchecked Sendable {
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = ["python3", repositoryRoot + "/scripts/tampering-proxy.py", upstream, mode]
     guard let address = try launchAndAwaitAnnouncement(process, errorPath: errors) else {
-      throw TestSupportError("the tampering proxy did not start: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
+      throw TestSupportError(
+        "the tampering proxy did not start: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
     }
     url = address
   }
