@@ -19,6 +19,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import signal
 import sys
 import urllib.error
@@ -80,6 +81,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+# Exit at once: serve_forever and its handler threads would outlive a SystemExit.
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 print(f"tampering proxy ({MODE}) listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
 server.serve_forever()
