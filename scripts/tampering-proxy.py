@@ -81,7 +81,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-# Exit at once: serve_forever and its handler threads would outlive a SystemExit.
+# Exit at once (serve_forever and its threads would outlive a SystemExit), and take SIGTERM even
+# when the parent spawned us with it blocked (a Foundation Process from a test's thread does).
 signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 print(f"tampering proxy ({MODE}) listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
 server.serve_forever()
