@@ -138,10 +138,16 @@ let package = Package(
       name: "custos-hsm",
       dependencies: ["DeviceServer", argumentParser, logging, serviceLifecycle]
     ),
+    // The approver's tools: key files, the canonical check of a served envelope, the --auto
+    // rule, and the approval routes through the generated client. Never links the server.
+    .target(
+      name: "Approver",
+      dependencies: ["Custody", "CustosAPI", crypto, logging, openAPIRuntime, openAPIURLSession, httpTypes]
+    ),
     .executableTarget(
       name: "custos",
       dependencies: [
-        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", argumentParser, logging,
+        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", argumentParser, logging,
       ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an
@@ -161,6 +167,8 @@ let package = Package(
       name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],
       path: "Tests/RootStateWriter"),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
+    // The approver's key files, envelope checks and rules, without a server.
+    .testTarget(name: "ApproverTests", dependencies: ["Approver", "Custody", "TestSupport", crypto]),
     .testTarget(
       name: "VaultTests",
       dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", crypto, logging],
@@ -182,7 +190,7 @@ let package = Package(
       name: "ServerTests",
       dependencies: [
         "Server", "CustosAPI", "VaultWire", "Custody", "TestSupport", "Ceremony", "HSMBridge", "Vault", "custos-hsm",
-        "custos-server", openAPIRuntime, openAPIURLSession, grdb, crypto, logging,
+        "custos-server", "custos", "Approver", openAPIRuntime, openAPIURLSession, grdb, crypto, logging,
       ],
       resources: [.copy("Schemas")]
     ),

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(softhsm2 libsofthsm2-dev libsecp256k1-dev libp11-kit-dev libssl-dev libargon2-dev opensc zlib1g-dev
-  util-linux python3)
+  util-linux python3 curl)
 
 missing=()
 for package in "${packages[@]}"; do

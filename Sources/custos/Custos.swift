@@ -13,7 +13,7 @@ struct Custos: AsyncParsableCommand {
       """,
     subcommands: [
       DeviceCommand.self, CeremonyCommand.self, OfficerTokenCommand.self, OperatorCommand.self, LockdownCommand.self,
-      Doctor.self, BenchCommand.self,
+      Doctor.self, BenchCommand.self, ApproveCommand.self, PasskeyCommand.self, EthCommand.self,
     ])
 }
 
