@@ -97,12 +97,9 @@ public final class PartitionVaultBackend: VaultBackend {
   }
 
   public func createWallet(_ call: VaultCall) async throws -> VaultOutcome {
-    let proof = try Self.proof(call, "CreateWallet")
+    _ = try Self.proof(call, "CreateWallet")  // refuses a call without one: the next line has one
     let result = try await vault.createWallet(
-      envelope: call.envelope, approvals: call.approvals,
-      proof: CurrentLeafProof(
-        leaf: proof.proof.leaf, siblings: proof.proof.siblings,
-        anchor: RootAnchor(leafCount: proof.leafCount, root: proof.root)))
+      envelope: call.envelope, approvals: call.approvals, proof: call.currentLeafProof!)
     return keep(result, call)
   }
 

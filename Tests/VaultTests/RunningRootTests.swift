@@ -48,14 +48,19 @@ import Testing
       let anchor = RootAnchor(leafCount: seen.leafCount, root: try seen.root())
       let before = running.running
       if Int.random(in: 0..<10, using: &random) == 0 {
-        // An add, prepared against an older tree: accepted only against the running count.
-        let proof = try seen.currentLeafProof()
+        // An add, prepared against an older tree, either for that tree's current leaf (accepted
+        // only when no add happened since) or naming the running tree's next id (a server with
+        // adds in flight: that leaf of the older tree, rebased over the adds in between).
+        let next = reference.tree.leafCount
+        let named = Bool.random(using: &random) && next < 2 * seen.leafCount
+        let node = named ? next : seen.leafCount
+        let proof = try seen.proof(atNode: node)
         let newLeaf = Self.leaf(&random)
-        let expectAccepted = seen.leafCount == reference.tree.leafCount
+        let expectAccepted = node == next
         let outcome = Result { () throws(RequestError) in
           try running.add(
-            walletID: seen.leafCount, newLeaf: newLeaf,
-            proof: CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: anchor))
+            walletID: node, newLeaf: newLeaf,
+            proof: CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: anchor, node: node))
         }
         switch outcome {
         case .success:
