@@ -54,7 +54,7 @@ public final class PartitionVaultBackend: VaultBackend {
   private let vault: CustodyVault
   private let logger: Logger
   /// The most recent results, for a server that lost an answer.
-  private let outbox = ResultOutbox(capacity: 65_536, byteLimit: 8 << 20)
+  private let outbox = ResultOutbox(capacity: 65_536, byteLimit: 4 << 20)
 
   /// Opens the custody partition with the activation's User PIN, its root state (flushed to
   /// disk after each commit), its master key and a pool of sessions for requests, one per core.

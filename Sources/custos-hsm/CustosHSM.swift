@@ -73,6 +73,12 @@ struct CustosHSM: AsyncParsableCommand {
   }
 
   func run() async throws {
+    // At most two malloc arenas: glibc makes one per thread that meets contention (up to 8 per
+    // core), and each keeps its free pages, so a long run of requests on the thread pool kept
+    // tens of MiB resident in half-empty arenas; the device is meant to hold a root, not that.
+    #if canImport(Glibc)
+    _ = mallopt(M_ARENA_MAX, 2)
+    #endif
     LoggingSystem.bootstrap(StreamLogHandler.standardError)
     var logger = Logger(label: "custos.hsm")
     if verbose {
