@@ -119,9 +119,9 @@ private final class Scenario: @unchecked Sendable {
     steps.append(
       try await outcome { try await vault.createWallet(envelope: fourth.0, approvals: fourth.1, proof: proofs.1) })
     // A leaf outside the anchor's tree is no proof of an add.
-    let current = try mirror.currentLeafProof()
+    let next = try mirror.currentLeafProof()
     let outside = CurrentLeafProof(
-      leaf: current.leaf, siblings: current.siblings, anchor: current.anchor, node: 2 * current.anchor.leafCount)
+      leaf: next.leaf, siblings: next.siblings, anchor: next.anchor, node: 2 * next.anchor.leafCount)
     steps.append(
       try await outcome { try await vault.createWallet(envelope: fourth.0, approvals: fourth.1, proof: outside) })
 

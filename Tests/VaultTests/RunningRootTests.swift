@@ -42,9 +42,13 @@ import Testing
     var snapshots = [reference.tree]
     var accepted = 0
     var stale = 0
+    // Wallet id -> the snapshot its leaf was last changed after (a change that writes the
+    // value it already had, removing a removed wallet, still makes older proofs stale).
+    var changedAfter = [UInt64: Int]()
     for _ in 0..<600 {
       let age = Int.random(in: 0...min(12, snapshots.count - 1), using: &random)
-      let seen = snapshots[snapshots.count - 1 - age]
+      let seenIndex = snapshots.count - 1 - age
+      let seen = snapshots[seenIndex]
       let anchor = RootAnchor(leafCount: seen.leafCount, root: try seen.root())
       let before = running.running
       if Int.random(in: 0..<10, using: &random) == 0 {
@@ -79,7 +83,7 @@ import Testing
         // Stale when the wallet's leaf changed or moved since the caller's tree.
         let expectAccepted =
           try reference.tree.node(ofWallet: id) == (try seen.node(ofWallet: id))
-          && (try reference.tree.leaf(ofWallet: id)) == proof.leaf
+          && (try reference.tree.leaf(ofWallet: id)) == proof.leaf && (changedAfter[id] ?? -1) < seenIndex
         let outcome = Result { () throws(RequestError) in
           try running.update(
             walletID: id, oldLeaf: proof.leaf, newLeaf: newLeaf,
@@ -90,6 +94,7 @@ import Testing
           #expect(expectAccepted)
           #expect(change.kind == (newLeaf.isZero ? .remove : .update))
           try reference.set(id, newLeaf)
+          changedAfter[id] = snapshots.count - 1
           accepted += 1
         case .failure(let error):
           #expect(!expectAccepted && error.code == .staleProof, "\(error)")
