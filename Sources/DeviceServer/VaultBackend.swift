@@ -54,7 +54,7 @@ public final class PartitionVaultBackend: VaultBackend {
   private let vault: CustodyVault
   private let logger: Logger
   /// The most recent results, for a server that lost an answer.
-  private let outbox = ResultOutbox(capacity: 65_536)
+  private let outbox = ResultOutbox(capacity: 65_536, byteLimit: 4 << 20)
 
   /// Opens the custody partition with the activation's User PIN, its root state (flushed to
   /// disk after each commit), its master key and a pool of sessions for requests, one per core.
@@ -97,12 +97,9 @@ public final class PartitionVaultBackend: VaultBackend {
   }
 
   public func createWallet(_ call: VaultCall) async throws -> VaultOutcome {
-    let proof = try Self.proof(call, "CreateWallet")
+    _ = try Self.proof(call, "CreateWallet")  // refuses a call without one: the next line has one
     let result = try await vault.createWallet(
-      envelope: call.envelope, approvals: call.approvals,
-      proof: CurrentLeafProof(
-        leaf: proof.proof.leaf, siblings: proof.proof.siblings,
-        anchor: RootAnchor(leafCount: proof.leafCount, root: proof.root)))
+      envelope: call.envelope, approvals: call.approvals, proof: call.currentLeafProof!)
     return keep(result, call)
   }
 
@@ -253,28 +250,60 @@ extension VaultWireError {
 /// The most recent results of the vault's requests, by the SHA-256 of their envelopes (public
 /// values: wallet data, sealed seeds, signatures). A custody server that lost an answer (it
 /// was killed, the connection broke) asks for it here, so the change it mirrors is never lost
-/// while this process runs. Oldest first out beyond `capacity`.
+/// while this process runs. Oldest first out beyond `capacity` results or `byteLimit` bytes
+/// (their encodings plus a fixed cost each): the device holds a root, not the wallets, so what
+/// it keeps for servers is bounded in bytes too (65,536 creations' wallet data alone is tens
+/// of MiB).
 final class ResultOutbox: Sendable {
-  private let capacity: Int
-  private let state = Mutex<(results: [Hash256: VaultOutcome], order: [Hash256], start: Int)>(([:], [], 0))
+  private struct State {
+    var results: [Hash256: VaultOutcome] = [:]
+    var order: [Hash256] = []
+    var start = 0
+    var bytes = 0
+  }
 
-  init(capacity: Int) {
+  private let capacity: Int
+  private let byteLimit: Int
+  private let state = Mutex(State())
+
+  /// What one kept result costs besides its bytes: the table's entry, the order's, the
+  /// arrays' headers and the allocator's (an estimate, on the high side).
+  static let overhead = 256
+
+  init(capacity: Int, byteLimit: Int) {
     self.capacity = capacity
+    self.byteLimit = byteLimit
+  }
+
+  static func cost(_ outcome: VaultOutcome) -> Int {
+    overhead + outcome.walletData.count + outcome.sealedSeed.count + outcome.result.count
   }
 
   func keep(_ outcome: VaultOutcome, envelopeHash: Hash256) {
     state.withLock { state in
-      if state.results.updateValue(outcome, forKey: envelopeHash) == nil { state.order.append(envelopeHash) }
-      while state.order.count - state.start > capacity {
-        state.results[state.order[state.start]] = nil
+      if let replaced = state.results.updateValue(outcome, forKey: envelopeHash) {
+        state.bytes -= Self.cost(replaced)
+      } else {
+        state.order.append(envelopeHash)
+      }
+      state.bytes += Self.cost(outcome)
+      while state.order.count - state.start > 1
+        && (state.order.count - state.start > capacity || state.bytes > byteLimit)
+      {
+        if let evicted = state.results.removeValue(forKey: state.order[state.start]) {
+          state.bytes -= Self.cost(evicted)
+        }
         state.start += 1
       }
-      if state.start > capacity {
+      if state.start > max(capacity / 4, 64) {
         state.order.removeFirst(state.start)
         state.start = 0
       }
     }
   }
+
+  /// Results kept now, and their bytes as `byteLimit` counts them.
+  var kept: (count: Int, bytes: Int) { state.withLock { ($0.results.count, $0.bytes) } }
 
   func result(_ envelopeHash: Hash256) -> VaultOutcome? {
     state.withLock { $0.results[envelopeHash] }

@@ -22,11 +22,7 @@ public struct RemoteVault: VaultRequestAPI {
   public func createWallet(
     envelope: [UInt8], approvals: [[UInt8]], proof: CurrentLeafProof
   ) async throws -> RequestResult {
-    let call = VaultCall(
-      envelope: envelope, approvals: approvals,
-      proof: ChangeProof(
-        proof: MerkleProof(leaf: proof.leaf, siblings: proof.siblings), leafCount: proof.anchor.leafCount,
-        root: proof.anchor.root))
+    let call = VaultCall(creating: envelope, approvals: approvals, proof: proof)
     return try await Self.result { try await client.createWallet(call, session: session) }
   }
 

@@ -172,13 +172,15 @@ extension VaultCall {
     message.envelope = Data(envelope)
     message.approvals = approvals.map { Data($0) }
     if let proof { message.proof = proof.message }
+    if let newWalletID { message.walletID = newWalletID }
     return message
   }
 
   public init(_ message: Custos_Vault_V1_CreateWalletRequest) throws(VaultWireError) {
     self.init(
       envelope: Array(message.envelope), approvals: message.approvals.map { Array($0) },
-      proof: message.hasProof ? try ChangeProof(message.proof) : nil)
+      proof: message.hasProof ? try ChangeProof(message.proof) : nil,
+      newWalletID: message.walletID == 0 ? nil : message.walletID)
   }
 
   public var updateMessage: Custos_Vault_V1_UpdateWalletRequest { walletMessage() }

@@ -124,16 +124,39 @@ public struct VaultCall: Sendable, Hashable {
   /// The wallet's current sealed seed (empty for a create).
   public var sealedSeed: [UInt8]
   public var proof: ChangeProof?
+  /// For a create: the id the new wallet is to get, the node of the proof's leaf (nil: the
+  /// proof's leaf count, its current leaf).
+  public var newWalletID: UInt64?
 
   public init(
     envelope: [UInt8], approvals: [[UInt8]], walletData: [UInt8] = [], sealedSeed: [UInt8] = [],
-    proof: ChangeProof?
+    proof: ChangeProof?, newWalletID: UInt64? = nil
   ) {
     self.envelope = envelope
     self.approvals = approvals
     self.walletData = walletData
     self.sealedSeed = sealedSeed
     self.proof = proof
+    self.newWalletID = newWalletID
+  }
+
+  /// A create request with the vault's proof of the leaf it splits.
+  public init(creating envelope: [UInt8], approvals: [[UInt8]], proof: CurrentLeafProof) {
+    self.init(
+      envelope: envelope, approvals: approvals,
+      proof: ChangeProof(
+        proof: MerkleProof(leaf: proof.leaf, siblings: proof.siblings), leafCount: proof.anchor.leafCount,
+        root: proof.anchor.root),
+      newWalletID: proof.node)
+  }
+
+  /// A create request's proof as the vault takes it; nil when the request has none.
+  public var currentLeafProof: CurrentLeafProof? {
+    proof.map {
+      CurrentLeafProof(
+        leaf: $0.proof.leaf, siblings: $0.proof.siblings, anchor: RootAnchor(leafCount: $0.leafCount, root: $0.root),
+        node: newWalletID)
+    }
   }
 }
 

@@ -73,6 +73,17 @@ struct CustosHSM: AsyncParsableCommand {
   }
 
   func run() async throws {
+    // At most two malloc arenas: glibc makes one per thread that meets contention (up to 8 per
+    // core), and each keeps its free pages, so a long run of requests on the thread pool kept
+    // tens of MiB resident in half-empty arenas; the device is meant to hold a root, not that.
+    // (mallopt is in <malloc.h>, which the Glibc module does not export: found with dlsym;
+    // M_ARENA_MAX is -8.)
+    #if canImport(Glibc)
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
+      typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+      _ = unsafeBitCast(symbol, to: Mallopt.self)(-8, 2)
+    }
+    #endif
     LoggingSystem.bootstrap(StreamLogHandler.standardError)
     var logger = Logger(label: "custos.hsm")
     if verbose {

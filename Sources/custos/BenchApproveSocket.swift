@@ -61,6 +61,16 @@ struct PeerProcess {
     return (try kilobytes("VmRSS") * 1024, try kilobytes("VmHWM") * 1024)
   }
 
+  /// Resets the process's peak resident memory (VmHWM) to its current VmRSS (writing 5 to
+  /// /proc/PID/clear_refs, Linux 4.0 and later; the process must be this user's). False when
+  /// the kernel refused.
+  func resetPeak() -> Bool {
+    let descriptor = open("/proc/\(pid)/clear_refs", O_WRONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    return write(descriptor, "5", 1) == 1
+  }
+
   /// User and system CPU seconds the process has used (fields 14 and 15 of /proc/PID/stat).
   func cpuSeconds() -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -101,6 +111,9 @@ struct SocketBench {
     var workload: ApproveWorkloadReport?
     /// The creation of a creation-only run.
     var creation: ApproveWorkloadReport.Creation?
+    /// Whether the device's VmHWM was reset after the first sample of a creation-only run (so
+    /// the later samples' peaks are the creation's own, not the unseal's Argon2id).
+    var peakReset: Bool?
     var durableRootMatches: Bool
     var memory: [DeviceMemory]
     /// The wire's own cost (not in a creation-only run).
@@ -212,7 +225,7 @@ struct SocketBench {
       memory.append(try sample(peer, wallets: wallets, seconds: nil))
       await connection.close()
       return Report(
-        device: device, pid: peer.pid, clients: clients, workload: report, creation: nil,
+        device: device, pid: peer.pid, clients: clients, workload: report, creation: nil, peakReset: nil,
         durableRootMatches: report.durableRootMatches, memory: memory, wire: wire)
     } catch {
       await connection.close()
@@ -220,7 +233,7 @@ struct SocketBench {
     }
   }
 
-  /// Creates `wallets` wallets as fast as the vault takes them (one per commit) and samples the
+  /// Creates `wallets` wallets from `concurrency` tasks (batched by the device's group commit) and samples the
   /// device's memory every `checkpoint` wallets; `progress` sees each sample as it is taken.
   func createOnly(
     _ connection: Connection, wallets: Int, checkpoint: Int, progress: (DeviceMemory) -> Void
@@ -229,6 +242,7 @@ struct SocketBench {
     do {
       var memory = [try sample(peer, wallets: 0, seconds: nil)]
       progress(memory[0])
+      let reset = peer.resetPeak()
       let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency, signing: false)
       let creation = try await workload.createWallets(wallets, checkpointEvery: checkpoint) { created, seconds in
         let taken = try sample(peer, wallets: created, seconds: seconds)
@@ -238,8 +252,8 @@ struct SocketBench {
       let matches = try await workload.durableRootMatches()
       await connection.close()
       return Report(
-        device: device, pid: peer.pid, clients: clients, workload: nil, creation: creation, durableRootMatches: matches,
-        memory: memory, wire: nil)
+        device: device, pid: peer.pid, clients: clients, workload: nil, creation: creation, peakReset: reset,
+        durableRootMatches: matches, memory: memory, wire: nil)
     } catch {
       await connection.close()
       throw error

@@ -87,7 +87,10 @@ import VaultWire
     let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
     let root = try await client.rootState(session)
     #expect(root.leafCount == UInt64(wallets) + 1)
-    #expect(root.epoch > UInt64(wallets))
+    // Creations share token writes now (each names its wallet id); every write has its epoch.
+    let writes = overSocket.creation.tokenWrites + overSocket.rounds[0].batches.commits
+    #expect(overSocket.creation.tokenWrites >= 1 && overSocket.creation.tokenWrites <= wallets)
+    #expect(root.epoch >= UInt64(writes))
 
     // A device holding wallets cannot be mirrored from its start: refused, nothing sent.
     let again = try runProcess(custos, arguments)
@@ -116,7 +119,8 @@ import VaultWire
     #expect(output.inProcess == nil && output.ratio == nil)
     let socketRun = try #require(output.socket)
     #expect(socketRun.workload == nil)
-    #expect(try #require(socketRun.creation).wallets == 5)
+    let creation = try #require(socketRun.creation)
+    #expect(creation.wallets == 5 && creation.tokenWrites >= 1 && creation.tokenWrites <= 5)
     #expect(socketRun.memory.map(\.wallets) == [0, 2, 4, 5])
     #expect(socketRun.memory.allSatisfy { $0.residentBytes > 0 && $0.residentBytes <= $0.peakBytes })
     #expect(socketRun.durableRootMatches)

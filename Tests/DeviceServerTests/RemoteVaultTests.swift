@@ -55,7 +55,8 @@ import VaultWire
     #expect(hsm.stop().status == 0)
 
     let expected = [
-      "add 1", "staleProof", "add 2", "thresholdNotMet", "update 1 signed 0x02", "staleProof", "update 1",
+      "add 1", "staleProof", "add 2", "add 3, add 4", "staleProof", "proofInvalid", "thresholdNotMet",
+      "update 1 signed 0x02", "staleProof", "update 1",
       "remove 2", "root matches",
     ]
     #expect(inProcess == expected)
@@ -103,6 +104,26 @@ private final class Scenario: @unchecked Sendable {
     let fresh = try mirror.currentLeafProof()
     steps.append(
       try await outcome { try await vault.createWallet(envelope: second.0, approvals: second.1, proof: fresh) })
+
+    // Two creations in flight, each naming its wallet id (3 and 4, both against the tree of 3
+    // leaves); 4 is sent first and waits for 3. Then 4's proof again: the id is taken.
+    let (third, fourth) = (try createRequest(), try createRequest())
+    let proofs = (
+      try #require(try mirror.leafProof(forNewWallet: 3)), try #require(try mirror.leafProof(forNewWallet: 4))
+    )
+    async let later = vault.createWallet(envelope: fourth.0, approvals: fourth.1, proof: proofs.1)
+    let earlier = try await vault.createWallet(envelope: third.0, approvals: third.1, proof: proofs.0)
+    let both = [earlier, try await later]
+    for result in both { try mirror.receive(result) }
+    steps.append(both.map { "\($0.change.kind) \($0.change.walletID)" }.joined(separator: ", "))
+    steps.append(
+      try await outcome { try await vault.createWallet(envelope: fourth.0, approvals: fourth.1, proof: proofs.1) })
+    // A leaf outside the anchor's tree is no proof of an add.
+    let next = try mirror.currentLeafProof()
+    let outside = CurrentLeafProof(
+      leaf: next.leaf, siblings: next.siblings, anchor: next.anchor, node: 2 * next.anchor.leafCount)
+    steps.append(
+      try await outcome { try await vault.createWallet(envelope: fourth.0, approvals: fourth.1, proof: outside) })
 
     // A transfer from wallet 1: one approval is short of the threshold; two sign.
     let transfer = try envelope(1, .signEIP1559(transaction(1)))

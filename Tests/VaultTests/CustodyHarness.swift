@@ -49,8 +49,12 @@ final class CustodyHarness: @unchecked Sendable {
   private var mirrorState: VaultTreeMirror<InMemoryMerkleNodeStore>
 
   /// With `renewAfter`, the vault's request sessions move to a fresh PKCS #11 instance of the
-  /// partition after that many token operations.
-  init(clock: any VaultClock = TestClock(noon), sessions: Int = 2, window: Int = 4096, renewAfter: Int? = nil) throws {
+  /// partition after that many token operations; `addWait` is how long a creation waits for the
+  /// creations of the wallet ids before its own.
+  init(
+    clock: any VaultClock = TestClock(noon), sessions: Int = 2, window: Int = 4096, renewAfter: Int? = nil,
+    addWait: Duration = .seconds(2)
+  ) throws {
     device = try TestDevice(partitions: ["custody"], profile: "custody")
     session = try device.userSession("custody")
     _ = try SeedSealer.generateMasterKey(in: session)
@@ -64,7 +68,7 @@ final class CustodyHarness: @unchecked Sendable {
     }
     vault = try CustodyVault(
       session: session, syncDirectory: device.device.tokenDirectory(ofPartition: "custody"), sessions: sessions,
-      window: window, clock: clock, recycling: recycling, logger: testLogger)
+      window: window, addWait: addWait, clock: clock, recycling: recycling, logger: testLogger)
     mirrorState = try VaultTreeMirror(store: InMemoryMerkleNodeStore())
   }
 
@@ -99,6 +103,17 @@ final class CustodyHarness: @unchecked Sendable {
   func createWallet(
     _ approvers: TestApprovers, threshold: UInt64 = 2, policy: Policy = Policy(), nonce: UInt64 = 1
   ) async throws -> UInt64 {
+    let (envelope, approvals) = try creation(approvers, threshold: threshold, policy: policy, nonce: nonce)
+    let result = try await vault.createWallet(
+      envelope: envelope, approvals: approvals, proof: try mirror.currentLeafProof())
+    try receive(result)
+    return result.change.walletID
+  }
+
+  /// A `create-wallet` envelope and its approvals by every proposed approver (encodings).
+  func creation(
+    _ approvers: TestApprovers, threshold: UInt64 = 2, policy: Policy = Policy(), nonce: UInt64 = 1
+  ) throws -> (envelope: [UInt8], approvals: [[UInt8]]) {
     let configuration = WalletConfiguration(threshold: threshold, approvers: approvers.approvers, policy: policy)
     let envelope = try RequestEnvelope(
       walletID: 0, walletHash: .zero, operation: .createWallet(configuration), nonce: nonce, expiry: now + 300
@@ -107,10 +122,7 @@ final class CustodyHarness: @unchecked Sendable {
       approvers.alice.approve(envelope, as: "alice"), approvers.bob.approve(envelope, as: "bob"),
       approvers.bot.approve(envelope, as: "ops-bot"),
     ]
-    let result = try await vault.createWallet(
-      envelope: envelope, approvals: try approvals.map { try $0.encoded() }, proof: try mirror.currentLeafProof())
-    try receive(result)
-    return result.change.walletID
+    return (envelope, try approvals.map { try $0.encoded() })
   }
 
   /// The envelope of `operation` on wallet `id` as the server would prepare it now.

@@ -42,20 +42,29 @@ import Testing
     var snapshots = [reference.tree]
     var accepted = 0
     var stale = 0
+    // Wallet id -> the snapshot its leaf was last changed after (a change that writes the
+    // value it already had, removing a removed wallet, still makes older proofs stale).
+    var changedAfter = [UInt64: Int]()
     for _ in 0..<600 {
       let age = Int.random(in: 0...min(12, snapshots.count - 1), using: &random)
-      let seen = snapshots[snapshots.count - 1 - age]
+      let seenIndex = snapshots.count - 1 - age
+      let seen = snapshots[seenIndex]
       let anchor = RootAnchor(leafCount: seen.leafCount, root: try seen.root())
       let before = running.running
       if Int.random(in: 0..<10, using: &random) == 0 {
-        // An add, prepared against an older tree: accepted only against the running count.
-        let proof = try seen.currentLeafProof()
+        // An add, prepared against an older tree, either for that tree's current leaf (accepted
+        // only when no add happened since) or naming the running tree's next id (a server with
+        // adds in flight: that leaf of the older tree, rebased over the adds in between).
+        let next = reference.tree.leafCount
+        let named = Bool.random(using: &random) && next < 2 * seen.leafCount
+        let node = named ? next : seen.leafCount
+        let proof = try seen.proof(atNode: node)
         let newLeaf = Self.leaf(&random)
-        let expectAccepted = seen.leafCount == reference.tree.leafCount
+        let expectAccepted = node == next
         let outcome = Result { () throws(RequestError) in
           try running.add(
-            walletID: seen.leafCount, newLeaf: newLeaf,
-            proof: CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: anchor))
+            walletID: node, newLeaf: newLeaf,
+            proof: CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: anchor, node: node))
         }
         switch outcome {
         case .success:
@@ -74,7 +83,7 @@ import Testing
         // Stale when the wallet's leaf changed or moved since the caller's tree.
         let expectAccepted =
           try reference.tree.node(ofWallet: id) == (try seen.node(ofWallet: id))
-          && (try reference.tree.leaf(ofWallet: id)) == proof.leaf
+          && (try reference.tree.leaf(ofWallet: id)) == proof.leaf && (changedAfter[id] ?? -1) < seenIndex
         let outcome = Result { () throws(RequestError) in
           try running.update(
             walletID: id, oldLeaf: proof.leaf, newLeaf: newLeaf,
@@ -85,6 +94,7 @@ import Testing
           #expect(expectAccepted)
           #expect(change.kind == (newLeaf.isZero ? .remove : .update))
           try reference.set(id, newLeaf)
+          changedAfter[id] = snapshots.count - 1
           accepted += 1
         case .failure(let error):
           #expect(!expectAccepted && error.code == .staleProof, "\(error)")

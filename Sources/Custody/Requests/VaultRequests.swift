@@ -34,18 +34,28 @@ public struct WalletProof: Hashable, Sendable {
   }
 }
 
-/// The current leaf (the one the next add splits: node `anchor.leafCount`), its value and its
-/// siblings, in the tree `anchor` names. Adds are accepted only when the vault's running tree
-/// still has `anchor.leafCount` leaves (the new wallet's id is that count).
+/// The leaf an add splits, its value and its siblings, in the tree `anchor` names.
+///
+/// With m leaves the next add splits node m and the new wallet's id is m, so the node is also
+/// the id the new wallet gets. By default it is the anchor's current leaf (`anchor.leafCount`).
+/// A server with several adds in flight names a later leaf of the same tree (`node` from m to
+/// 2m-1): the add that gets id `node`, once the adds before it are applied. The vault applies
+/// adds strictly in id order: an add is accepted only when the running tree has `node` leaves,
+/// waits (briefly) while earlier ids are still under way, and is refused (`staleProof`) once
+/// the id is taken.
 public struct CurrentLeafProof: Hashable, Sendable {
   public var leaf: Hash256
   public var siblings: [Hash256]
   public var anchor: RootAnchor
+  /// The heap number of `leaf` in the anchor's tree, and the id the new wallet gets.
+  public var node: UInt64
 
-  public init(leaf: Hash256, siblings: [Hash256], anchor: RootAnchor) {
+  /// A proof of the leaf `node` (by default the anchor's current leaf).
+  public init(leaf: Hash256, siblings: [Hash256], anchor: RootAnchor, node: UInt64? = nil) {
     self.leaf = leaf
     self.siblings = siblings
     self.anchor = anchor
+    self.node = node ?? anchor.leafCount
   }
 }
 

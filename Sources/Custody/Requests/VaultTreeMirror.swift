@@ -42,6 +42,19 @@ public struct VaultTreeMirror<Store: MerkleNodeStore> {
     return CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: try anchor())
   }
 
+  /// The proof for the add that gets wallet id `walletID` while the adds of the ids before it
+  /// (from `tree.nextWalletID`) are still under way: leaf `walletID` of this tree, which must
+  /// have more than `walletID / 2` leaves (the leaf must exist in it). Nil when it does not yet.
+  public func leafProof(forNewWallet walletID: UInt64) throws -> CurrentLeafProof? {
+    let leafCount = tree.leafCount
+    guard walletID >= leafCount else {
+      throw MerkleError(.walletIDMismatch, "wallet id \(walletID) is taken: the tree has \(leafCount) leaves")
+    }
+    guard walletID < 2 * leafCount else { return nil }
+    let proof = try tree.proof(atNode: walletID)
+    return CurrentLeafProof(leaf: proof.leaf, siblings: proof.siblings, anchor: try anchor(), node: walletID)
+  }
+
   /// Takes a result in; applies it and every waiting result that now follows in order.
   /// Returns how many changes were applied.
   @discardableResult

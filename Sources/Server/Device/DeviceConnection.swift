@@ -57,11 +57,7 @@ public final class DeviceConnection: Sendable {
   public func createWallet(
     envelope: [UInt8], approvals: [[UInt8]], proof: CurrentLeafProof
   ) async throws(VaultWireError) -> RequestResult {
-    let call = VaultCall(
-      envelope: envelope, approvals: approvals,
-      proof: ChangeProof(
-        proof: MerkleProof(leaf: proof.leaf, siblings: proof.siblings), leafCount: proof.anchor.leafCount,
-        root: proof.anchor.root))
+    let call = VaultCall(creating: envelope, approvals: approvals, proof: proof)
     return try Self.result(
       try await withSession { client, session throws(VaultWireError) in
         try await client.createWallet(call, session: session)

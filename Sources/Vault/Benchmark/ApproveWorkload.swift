@@ -4,8 +4,8 @@ import Foundation
 /// The requests of `custos bench approve`, the same code whichever vault answers them:
 /// `CustodyVault` in this process, or a device behind its socket through VaultWire's
 /// `RemoteVault` (one per connection). It plays the server and the approvers: it creates
-/// wallets with three ES256 passkeys each (one at a time: an add is accepted only against the
-/// running leaf count), then in each round has every wallet sign one EIP-1559 transfer
+/// wallets with three ES256 passkeys each (concurrently, each naming its wallet id: the vault
+/// applies the adds in id order), then in each round has every wallet sign one EIP-1559 transfer
 /// approved by two of its passkeys, from `concurrency` tasks spread over the targets, retrying
 /// with a fresh proof when the vault answers `staleProof`. A `VaultTreeMirror` (the server's
 /// tree) takes every result in the vault's order and checks each root the vault reports.
@@ -38,45 +38,98 @@ public final class ApproveWorkload<Target: VaultRequestAPI>: @unchecked Sendable
 
   // MARK: Creation
 
-  /// Creates `count` wallets, one at a time; the next wallet's request and approvals are made
-  /// while the previous one is in flight. Calls `checkpoint` with the wallets made so far and
-  /// the seconds since the start after every `checkpointEvery` wallets.
+  /// Creates `count` wallets from `concurrency` tasks. Each task takes the next wallet id and
+  /// sends its creation with the proof of that id's leaf in the mirror's tree (see
+  /// `CurrentLeafProof`: the vault applies the adds in id order, so concurrent creations join
+  /// one token write); a task waits while the mirror's tree is too small to hold the leaf (the
+  /// first ids), and sends again with a fresh proof when the vault answers `staleProof`. Calls
+  /// `checkpoint` with the wallets made so far and the seconds since the start after every
+  /// `checkpointEvery` wallets (the creations in flight finish first).
   public func createWallets(
     _ count: Int, checkpointEvery: Int = .max,
     checkpoint: (_ created: Int, _ seconds: Double) async throws -> Void = { _, _ in }
   ) async throws -> ApproveWorkloadReport.Creation {
-    let signing = self.signing
-    let shared = self.shared
-    @Sendable func make() throws -> (ApproveBenchmark.Client, [UInt8], [[UInt8]]) {
-      let client = signing ? try ApproveBenchmark.Client() : shared
-      let (envelope, approvals) = try ApproveWorkload.creationRequest(client)
-      return (client, envelope, approvals)
-    }
     var latencies = [Duration]()
     latencies.reserveCapacity(min(count, 1_000_000))
+    var retries = 0
+    var epochs = Set<UInt64>()
     let start = ContinuousClock.now
-    var next = Task { try make() }
-    for index in 0..<count {
-      let (client, envelope, approvals) = try await next.value
-      if index + 1 < count { next = Task { try make() } }
-      let sent = ContinuousClock.now
-      let proof = try server.withMirror { try $0.currentLeafProof() }
-      let result = try await targets[index % targets.count].createWallet(
-        envelope: envelope, approvals: approvals, proof: proof)
-      try server.withMirror { _ = try $0.receive(result) }
-      latencies.append(ContinuousClock.now - sent)
-      if signing {
-        client.walletID = result.change.walletID
-        clients.append(client)
-      }
-      if (index + 1) % checkpointEvery == 0 || index + 1 == count {
-        try await checkpoint(index + 1, seconds(ContinuousClock.now - start))
-      }
+    let first = server.withMirror { $0.tree.nextWalletID }
+    var created = 0
+    while created < count {
+      let chunk = min(checkpointEvery, count - created)
+      let outcome = try await createChunk(ids: first + UInt64(created)..<first + UInt64(created + chunk))
+      latencies += outcome.latencies
+      retries += outcome.retries
+      epochs.formUnion(outcome.epochs)
+      created += chunk
+      try await checkpoint(created, seconds(ContinuousClock.now - start))
     }
     let elapsed = seconds(ContinuousClock.now - start)
     return ApproveWorkloadReport.Creation(
       wallets: count, seconds: elapsed, perSecond: Double(count) / elapsed,
-      latency: ApproveWorkloadReport.Latency(latencies))
+      latency: ApproveWorkloadReport.Latency(latencies), tokenWrites: epochs.count, staleProofRetries: retries)
+  }
+
+  /// Creates the wallets `ids` (the mirror's next ones) from `concurrency` tasks.
+  private func createChunk(
+    ids: Range<UInt64>
+  ) async throws -> (latencies: [Duration], retries: Int, epochs: Set<UInt64>) {
+    let next = NSLock()
+    nonisolated(unsafe) var cursor = ids.lowerBound
+    let (server, signing, shared) = (self.server, self.signing, self.shared)
+    typealias Made = (latencies: [Duration], retries: Int, clients: [ApproveBenchmark.Client], epochs: Set<UInt64>)
+    let made = try await withThrowingTaskGroup(of: Made.self) { group in
+      for task in 0..<min(concurrency, ids.count) {
+        let target = targets[task % targets.count]
+        group.addTask {
+          var made: Made = ([], 0, [], [])
+          while true {
+            let id: UInt64 = next.withLock {
+              defer { cursor += 1 }
+              return cursor
+            }
+            guard id < ids.upperBound else { return made }
+            let client = signing ? try ApproveBenchmark.Client() : shared
+            let (envelope, approvals) = try ApproveWorkload.creationRequest(client)
+            let sent = ContinuousClock.now
+            while true {
+              // The leaf of `id` exists once the tree has more than id / 2 leaves.
+              guard let proof = try server.withMirror({ try $0.leafProof(forNewWallet: id) }) else {
+                try await Task.sleep(for: .microseconds(50))
+                continue
+              }
+              do {
+                let result = try await target.createWallet(envelope: envelope, approvals: approvals, proof: proof)
+                try server.withMirror { _ = try $0.receive(result) }
+                guard result.change.walletID == id else {
+                  throw MerkleError(
+                    .walletIDMismatch, "wallet id \(id) was asked for, the vault created \(result.change.walletID)")
+                }
+                made.epochs.insert(result.change.root.epoch)
+                if signing {
+                  client.walletID = id
+                  made.clients.append(client)
+                }
+                break
+              } catch let error as RequestError where error.code == .staleProof {
+                made.retries += 1  // an earlier id did not come in time: the mirror has moved on since
+                await Task.yield()
+              }
+            }
+            made.latencies.append(ContinuousClock.now - sent)
+          }
+        }
+      }
+      return try await group.reduce(into: ([], 0, [], []) as Made) {
+        $0.latencies += $1.latencies
+        $0.retries += $1.retries
+        $0.clients += $1.clients
+        $0.epochs.formUnion($1.epochs)
+      }
+    }
+    clients += made.clients.sorted { $0.walletID < $1.walletID }
+    return (made.latencies, made.retries, made.epochs)
   }
 
   /// A `create-wallet` envelope for a 2-of-3 wallet of `client`'s passkeys, approved by all three.
@@ -259,7 +312,12 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
     public var wallets: Int
     public var seconds: Double
     public var perSecond: Double
+    /// From a creation's first attempt to its result in the mirror.
     public var latency: Latency
+    /// Token writes that made the creations durable (the distinct epochs their results carry).
+    public var tokenWrites: Int
+    /// Creations sent again with a fresh proof after `staleProof`.
+    public var staleProofRetries: Int
   }
 
   /// One round of signatures.

@@ -41,17 +41,18 @@ public final class CustodyVault: Sendable {
   /// root state there (committing with `session`, flushing `syncDirectory`, the partition's
   /// token directory, after each write) and `sessions` more sessions beside it for requests.
   /// Proofs may be made against any of the last `window` roots. A token write waits at most
-  /// `linger` for requests still under way to join it (not at all when none is). With
+  /// `linger` for requests still under way to join it (not at all when none is); a creation
+  /// prepared for a later wallet id waits at most `addWait` for the ids before it. With
   /// `recycling`, the request sessions move to a fresh PKCS #11 instance every so many token
   /// operations (SoftHSM keeps every destroyed sealing key until `C_Finalize`).
   public init(
     session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount,
-    window: Int = 4096, linger: Duration = .milliseconds(1), clock: any VaultClock = SystemVaultClock(),
-    recycling: SessionRecycling? = nil, logger: Logger
+    window: Int = 4096, linger: Duration = .milliseconds(1), addWait: Duration = .seconds(2),
+    clock: any VaultClock = SystemVaultClock(), recycling: SessionRecycling? = nil, logger: Logger
   ) throws {
     let store = try RootStateStore.open(session: session, syncDirectory: syncDirectory, logger: logger)
     pool = try SessionPool(beside: session, count: sessions, recycling: recycling, logger: logger)
-    commits = GroupCommit(store: store, window: window, linger: linger, logger: logger)
+    commits = GroupCommit(store: store, window: window, linger: linger, addWait: addWait, logger: logger)
     self.clock = clock
     self.logger = logger
   }
@@ -74,8 +75,10 @@ public final class CustodyVault: Sendable {
   // MARK: Requests
 
   /// Creates the wallet a `create-wallet` envelope proposes, approved by every proposed
-  /// approver. Its id is the running leaf count (which `proof.anchor` must still have); its
-  /// seed is drawn from the token and sealed under the new wallet data.
+  /// approver. Its id is the leaf `proof.node` (by default the anchor's leaf count), applied
+  /// when the running tree has that many leaves: after the creations of the ids before it,
+  /// which it may wait for (see `CurrentLeafProof`); its seed is drawn from the token and
+  /// sealed under the new wallet data.
   public func createWallet(
     envelope envelopeBytes: [UInt8], approvals approvalBytes: [[UInt8]], proof: CurrentLeafProof
   ) async throws -> RequestResult {
@@ -95,7 +98,7 @@ public final class CustodyVault: Sendable {
     guard configuration.custodial else {
       throw RequestError(.unsupported, "this version creates custodial wallets only (the 2-party scheme is not built)")
     }
-    var wallet = configuration.wallet(id: proof.anchor.leafCount, requestNonce: envelope.nonce)
+    var wallet = configuration.wallet(id: proof.node, requestNonce: envelope.nonce)
     wallet.approvers = approvers
     let encoding = try CustodyVault.encode(wallet)
     let walletHash = Hash256.sha256(encoding)

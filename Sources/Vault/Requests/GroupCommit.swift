@@ -12,6 +12,12 @@ import Logging
 /// `linger` after its first change, and not at all when no other request is under way. Fewer,
 /// larger token writes leave more of the machine to the requests, for that much latency.
 ///
+/// Adds are applied strictly in wallet-id order (the id is the leaf count the add is applied
+/// at). An add prepared for a later id than the running tree's next one (a server with several
+/// adds in flight) waits, without a token call, until the adds before it are applied, at most
+/// `addWait`; it is then refused with `staleProof` (an earlier id never came: the server sends
+/// it again with a fresh proof). So concurrent creations join one token write like signatures.
+///
 /// When a write fails and the token still holds the previous root, every change of that batch
 /// and every change applied after it (they were built on it) fails with `commitFailed`, and
 /// the running root falls back to the durable one. When the write failed after the token took
@@ -42,10 +48,20 @@ final class GroupCommit: @unchecked Sendable {
 
   /// Most changes in one token write.
   static let maxBatch = 1024
+  /// How far beyond the running tree's next wallet id an add may be prepared.
+  static let maxAddsAhead = 1024
+
+  /// An add waiting for the adds of the ids before it.
+  private struct ParkedAdd {
+    let serial: UInt64
+    let apply: (inout RunningRoot) throws(RequestError) -> AppliedWalletChange
+    let continuation: CheckedContinuation<AppliedWalletChange, any Error>
+  }
 
   private let store: RootStateStore
   private let logger: Logger
   private let linger: Duration
+  private let addWait: Duration
   private let queue = DispatchQueue(label: "custos.vault.commit")
   // Guarded by `lock`, whose condition tells a lingering batch that nothing is under way.
   fileprivate let lock = NSCondition()
@@ -54,13 +70,18 @@ final class GroupCommit: @unchecked Sendable {
   private var committing = false
   private var underWay = 0
   private var statistics = CommitStatistics()
+  /// Adds waiting for earlier ids, by the id they get.
+  private var parked: [UInt64: ParkedAdd] = [:]
+  private var parkedSerial: UInt64 = 0
 
   /// Commits onto `store`, keeping the last `window` changes for proof rebasing; a batch waits
-  /// at most `linger` for requests still under way.
-  init(store: RootStateStore, window: Int, linger: Duration, logger: Logger) {
+  /// at most `linger` for requests still under way; an add waits at most `addWait` for the adds
+  /// of the ids before it.
+  init(store: RootStateStore, window: Int, linger: Duration, addWait: Duration = .seconds(2), logger: Logger) {
     self.store = store
     self.logger = logger
     self.linger = linger
+    self.addWait = addWait
     root = RunningRoot(durable: store.state, window: window)
   }
 
@@ -91,7 +112,7 @@ final class GroupCommit: @unchecked Sendable {
     try result.get()
   }
 
-  /// Checks an add's proof against its anchor and the running leaf count.
+  /// Checks an add's proof against its anchor and that its id is not taken.
   func verifyAdd(_ proof: CurrentLeafProof) throws(RequestError) {
     let result = lock.withLock { Result { () throws(RequestError) in try root.verifyAdd(proof) } }
     try result.get()
@@ -106,35 +127,105 @@ final class GroupCommit: @unchecked Sendable {
     }
   }
 
-  /// Adds a wallet's leaf to the running root and returns once it is durable.
+  /// Adds a wallet's leaf to the running root once the adds of the ids before `walletID` are
+  /// applied, and returns once it is durable.
   func add(
     walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof, ticket: Ticket
   ) async throws -> AppliedWalletChange {
-    try await submit(ticket) { root throws(RequestError) in
+    try await submit(ticket, addID: walletID) { root throws(RequestError) in
       try root.add(walletID: walletID, newLeaf: newLeaf, proof: proof)
     }
   }
 
+  /// Adds waiting for earlier ids now.
+  var parkedAdds: Int { lock.withLock { parked.count } }
+
   private func submit(
-    _ ticket: Ticket, _ apply: @escaping (inout RunningRoot) throws(RequestError) -> AppliedWalletChange
+    _ ticket: Ticket, addID: UInt64? = nil,
+    _ apply: @escaping (inout RunningRoot) throws(RequestError) -> AppliedWalletChange
   ) async throws -> AppliedWalletChange {
     try await withCheckedThrowingContinuation { continuation in
-      let refusal: RequestError? = lock.withLock {
+      let refusals: [(CheckedContinuation<AppliedWalletChange, any Error>, RequestError)] = lock.withLock {
         closeLocked(ticket)
-        do throws(RequestError) {
-          let change = try apply(&root)
-          waiting.append(Waiter(change: change, continuation: continuation, applied: .now))
-          if !committing {
-            committing = true
-            queue.async { self.commitLoop() }
-          }
-          return nil
-        } catch {
-          return error
+        if let addID, addID > root.running.leafCount {
+          return park(addID, apply, continuation).map { [(continuation, $0)] } ?? []
         }
+        do throws(RequestError) {
+          try applyLocked(apply, continuation)
+        } catch {
+          return [(continuation, error)]
+        }
+        return applyParkedLocked()
       }
-      if let refusal { continuation.resume(throwing: refusal) }
+      for (waiter, refusal) in refusals { waiter.resume(throwing: refusal) }
     }
+  }
+
+  /// Applies one change and queues it for the next token write. Under the lock.
+  private func applyLocked(
+    _ apply: (inout RunningRoot) throws(RequestError) -> AppliedWalletChange,
+    _ continuation: CheckedContinuation<AppliedWalletChange, any Error>
+  ) throws(RequestError) {
+    let change = try apply(&root)
+    waiting.append(Waiter(change: change, continuation: continuation, applied: .now))
+    if !committing {
+      committing = true
+      queue.async { self.commitLoop() }
+    }
+  }
+
+  /// Applies the parked adds whose turn has come; the refusals among them. Under the lock.
+  private func applyParkedLocked() -> [(CheckedContinuation<AppliedWalletChange, any Error>, RequestError)] {
+    var refusals = [(CheckedContinuation<AppliedWalletChange, any Error>, RequestError)]()
+    while let next = parked.removeValue(forKey: root.running.leafCount) {
+      do throws(RequestError) {
+        try applyLocked(next.apply, next.continuation)
+      } catch {
+        refusals.append((next.continuation, error))
+      }
+    }
+    return refusals
+  }
+
+  /// Parks an add of a later id than the running tree's next one, to be applied in turn or
+  /// refused after `addWait`; the refusal when it cannot wait. Under the lock.
+  private func park(
+    _ id: UInt64, _ apply: @escaping (inout RunningRoot) throws(RequestError) -> AppliedWalletChange,
+    _ continuation: CheckedContinuation<AppliedWalletChange, any Error>
+  ) -> RequestError? {
+    let next = root.running.leafCount
+    guard id - next <= GroupCommit.maxAddsAhead else {
+      return RequestError(
+        .staleProof,
+        "the add was prepared for wallet id \(id), more than \(GroupCommit.maxAddsAhead) ahead of the next id, \(next)")
+    }
+    guard parked[id] == nil else {
+      return RequestError(.staleProof, "another add of wallet id \(id) is already waiting for its turn")
+    }
+    parkedSerial += 1
+    let serial = parkedSerial
+    parked[id] = ParkedAdd(serial: serial, apply: apply, continuation: continuation)
+    statistics.parkedAdds += 1
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds(addWait)) { [weak self] in
+      self?.expire(id, serial: serial)
+    }
+    return nil
+  }
+
+  /// Refuses a parked add whose earlier ids did not come in time (if it still waits).
+  private func expire(_ id: UInt64, serial: UInt64) {
+    let expired: (ParkedAdd, UInt64)? = lock.withLock {
+      guard let add = parked[id], add.serial == serial else { return nil }
+      parked[id] = nil
+      statistics.expiredAdds += 1
+      return (add, root.running.leafCount)
+    }
+    guard let (add, next) = expired else { return }
+    add.continuation.resume(
+      throwing: RequestError(
+        .staleProof,
+        "the add of wallet id \(id) waited \(addWait) for the ids before it, but the next id is still \(next): send it again with a fresh proof"
+      ))
   }
 
   /// Runs on `queue`: one token write per batch of waiting changes, until none wait.
@@ -186,9 +277,12 @@ final class GroupCommit: @unchecked Sendable {
   }
 
   private func fail(_ batch: [Waiter], target: RootState, error: any Error) {
-    let failed: [Waiter] = lock.withLock {
+    let (failed, parkedAdds): ([Waiter], [ParkedAdd]) = lock.withLock {
       let failed = batch + waiting
       waiting.removeAll()
+      // Parked adds were prepared on ids the failed changes took: none of them can follow now.
+      let parkedAdds = Array(parked.values)
+      parked.removeAll()
       let token = store.state
       if token == root.durable {
         root.rollBack()
@@ -199,7 +293,7 @@ final class GroupCommit: @unchecked Sendable {
         root = RunningRoot(durable: token, sequence: root.durableSequence, window: root.window)
       }
       statistics.failedCommits += 1
-      return failed
+      return (failed, parkedAdds)
     }
     logger.error(
       "root state commit failed; the batch and every change after it are refused",
@@ -208,6 +302,7 @@ final class GroupCommit: @unchecked Sendable {
       .commitFailed,
       "the token write of epoch \(target.epoch) failed (\(error)); the change was not kept: retry the request")
     for waiter in failed { waiter.continuation.resume(throwing: refusal) }
+    for add in parkedAdds { add.continuation.resume(throwing: refusal) }
   }
 }
 
@@ -225,6 +320,10 @@ public struct CommitStatistics: Sendable, Hashable {
   public var histogram = [Int](repeating: 0, count: 9)
   /// Time spent in token writes (and their flush).
   public var commitDuration = Duration.zero
+  /// Adds that arrived before the adds of the ids before them, and waited for them.
+  public var parkedAdds = 0
+  /// Of those, the ones refused because the earlier ids did not come in time.
+  public var expiredAdds = 0
 
   public init() {}
 

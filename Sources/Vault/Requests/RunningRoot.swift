@@ -19,11 +19,15 @@ import Custody
 ///   when its anchor is not in the window, when its wallet's leaf itself changed since the
 ///   anchor (another change of the same wallet won the race: the wallet data the request was
 ///   checked against is no longer current), or when the leaf moved (an add split it).
-/// - An add is accepted only against the running leaf count: the new wallet's id is that
-///   count, so two adds made against one count cannot both land. Its current-leaf proof is
-///   rebased like any other; when the current leaf's own value changed since the anchor (its
-///   wallet was updated) the new value is taken from the log, since an add only moves that
-///   value down to the left child.
+/// - An add names the leaf it splits (`CurrentLeafProof.node`), which is also the new wallet's
+///   id: a leaf of the anchor's tree (m to 2m-1 for an anchor of m leaves), by default its
+///   current leaf m. It is applied only when the running tree has exactly `node` leaves, so two
+///   adds of one id cannot both land and ids stay in insertion order without gaps; an add of a
+///   later id waits for the ones before it (`GroupCommit`). Its proof is rebased like any
+///   other: the adds in between split other leaves of the same level, whose new values are
+///   siblings on its path; when the leaf's own value changed since the anchor (its wallet was
+///   updated) the new value is taken from the log, since an add only moves that value down
+///   to the left child.
 ///
 /// After a failed commit the running root falls back to the durable one and every change after
 /// it leaves the log (`rollBack`): no proof can be carried over a change that never became
@@ -108,18 +112,30 @@ struct RunningRoot {
     return node
   }
 
-  /// Checks an add's current-leaf proof against its anchor, and that no add happened since.
+  /// Checks an add's proof against its anchor, and that its id (`proof.node`) is not taken.
   func verifyAdd(_ proof: CurrentLeafProof) throws(RequestError) {
-    guard proof.anchor.leafCount == running.leafCount else {
+    let anchorLeaves = proof.anchor.leafCount
+    guard proof.node >= anchorLeaves, proof.node / 2 < anchorLeaves else {
       throw RequestError(
-        .staleProof,
-        "the add was prepared for a tree of \(proof.anchor.leafCount) leaves; the vault's has \(running.leafCount) now: fetch a new proof"
+        .proofInvalid,
+        "an add splits a leaf of its anchor's tree (nodes \(anchorLeaves) to \(2 * anchorLeaves - 1)), not node \(proof.node)"
       )
     }
+    try checkNotTaken(proof.node)
     _ = try anchorSequence(proof.anchor)
     try RunningRoot.check(
-      leaf: proof.leaf, node: proof.anchor.leafCount, siblings: proof.siblings, root: proof.anchor.root,
-      what: "the current leaf")
+      leaf: proof.leaf, node: proof.node, siblings: proof.siblings, root: proof.anchor.root,
+      what: "the leaf node \(proof.node)")
+  }
+
+  /// `staleProof` when wallet id `id` has been given to an earlier add.
+  func checkNotTaken(_ id: UInt64) throws(RequestError) {
+    guard id >= running.leafCount else {
+      throw RequestError(
+        .staleProof,
+        "the add was prepared for wallet id \(id); the vault's tree has \(running.leafCount) leaves now, so the id is taken: fetch a new proof"
+      )
+    }
   }
 
   static func check(leaf: Hash256, node: UInt64, siblings: [Hash256], root: Hash256, what: String) throws(RequestError)
@@ -158,14 +174,15 @@ struct RunningRoot {
   }
 
   /// Rebases `proof` onto the running root and adds wallet `walletID` (which must be the
-  /// running leaf count) with leaf `newLeaf`. Nothing changes when it throws.
+  /// running leaf count and the proof's node) with leaf `newLeaf`. Nothing changes when it throws.
   mutating func add(
     walletID: UInt64, newLeaf: Hash256, proof: CurrentLeafProof
   ) throws(RequestError) -> AppliedWalletChange {
     try verifyAdd(proof)
-    guard walletID == running.leafCount else {
+    guard walletID == running.leafCount, walletID == proof.node else {
       throw RequestError(
-        .staleProof, "the new wallet carries id \(walletID) but the next id is \(running.leafCount)")
+        .staleProof,
+        "the new wallet carries id \(walletID) for leaf \(proof.node) but the next id is \(running.leafCount)")
     }
     guard running.leafCount < Merkle.maxLeafCount else {
       throw RequestError(.unsupported, "the tree holds the most leaves it may")

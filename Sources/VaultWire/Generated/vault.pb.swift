@@ -451,7 +451,7 @@ public nonisolated struct Custos_Vault_V1_CreateWalletRequest: Sendable {
   /// Approvals of the envelope (WebAuthn assertions, bot signatures), canonical bytes each.
   public var approvals: [Data] = []
 
-  /// The current leaf and its siblings.
+  /// The leaf the add splits and its siblings: by default the current leaf (node leaf_count).
   public var proof: Custos_Vault_V1_MerkleProof {
     get {_proof ?? Custos_Vault_V1_MerkleProof()}
     set {_proof = newValue}
@@ -460,6 +460,11 @@ public nonisolated struct Custos_Vault_V1_CreateWalletRequest: Sendable {
   public var hasProof: Bool {self._proof != nil}
   /// Clears the value of `proof`. Subsequent reads from it will return its default value.
   public mutating func clearProof() {self._proof = nil}
+
+  /// The id the new wallet is to get, which is the node of the proof's leaf: a leaf of the
+  /// proof's tree (leaf_count to 2 * leaf_count - 1). A server with several creations in flight
+  /// names the later ids; the vault applies them in id order. 0: leaf_count.
+  public var walletID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1258,7 +1263,7 @@ nonisolated extension Custos_Vault_V1_AppliedChange: SwiftProtobuf.Message, Swif
 
 nonisolated extension Custos_Vault_V1_CreateWalletRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateWalletRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}envelope\0\u{1}approvals\0\u{1}proof\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}envelope\0\u{1}approvals\0\u{1}proof\0\u{3}wallet_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1269,6 +1274,7 @@ nonisolated extension Custos_Vault_V1_CreateWalletRequest: SwiftProtobuf.Message
       case 1: try { try decoder.decodeSingularBytesField(value: &self.envelope) }()
       case 2: try { try decoder.decodeRepeatedBytesField(value: &self.approvals) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._proof) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.walletID) }()
       default: break
       }
     }
@@ -1288,6 +1294,9 @@ nonisolated extension Custos_Vault_V1_CreateWalletRequest: SwiftProtobuf.Message
     try { if let v = self._proof {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.walletID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.walletID, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1295,6 +1304,7 @@ nonisolated extension Custos_Vault_V1_CreateWalletRequest: SwiftProtobuf.Message
     if lhs.envelope != rhs.envelope {return false}
     if lhs.approvals != rhs.approvals {return false}
     if lhs._proof != rhs._proof {return false}
+    if lhs.walletID != rhs.walletID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
