@@ -219,6 +219,7 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
   public struct Latency: Codable, Sendable, Hashable {
     public var p50: Double
     public var p90: Double
+    public var p95: Double
     public var p99: Double
     public var max: Double
 
@@ -229,6 +230,7 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
       }
       p50 = at(0.50)
       p90 = at(0.90)
+      p95 = at(0.95)
       p99 = at(0.99)
       max = sorted.last ?? 0
     }
