@@ -232,13 +232,10 @@ struct BenchAPI: AsyncParsableCommand {
         verified += 1
       }
     }
-    let after = try await workload.waitForAgreement()
+    let after = try await workload.deviceRootAgrees()
     report.checks = .init(
-      sendersRecovered: verified, transactionHashesMatch: hashes,
-      treeAgreesWithDevice: after.deviceRoot.map {
-        $0.root == after.tree.root && $0.leafCount == after.tree.leafCount
-      } ?? false,
-      deviceEpoch: after.deviceRoot.map(\.epoch) ?? 0, leafCount: after.tree.leafCount)
+      sendersRecovered: verified, transactionHashesMatch: hashes, treeAgreesWithDevice: after.agrees,
+      deviceEpoch: after.status.deviceRoot.map(\.epoch) ?? 0, leafCount: after.status.tree.leafCount)
   }
 
   static var optimized: Bool {
@@ -373,9 +370,9 @@ struct APIBenchReport: Codable {
         String(
           format: "workflows: %d completed, %d failed in %.2f s: %.0f workflows/s", measured.completed, measured.failed,
           measured.seconds, measured.workflowsPerSecond))
-      lines.append("  whole workflow                                                " + latency(measured.workflow))
+      lines.append("  whole workflow".padding(toLength: 66, withPad: " ", startingAt: 0) + latency(measured.workflow))
       for step in measured.steps {
-        lines.append("  " + step.name.padding(toLength: 62, withPad: " ", startingAt: 0) + latency(step.latency))
+        lines.append("  " + step.name.padding(toLength: 66, withPad: " ", startingAt: 0) + latency(step.latency))
       }
       lines.append("")
       lines.append("where the CPU goes (per workflow; cores busy during the phase)")
@@ -385,7 +382,7 @@ struct APIBenchReport: Codable {
           return
         }
         lines.append(
-          "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0)
+          "  " + name.padding(toLength: 40, withPad: " ", startingAt: 0)
             + String(format: "%7.0f us   %.2f cores", value.microsecondsPerWorkflow, value.coresBusy))
       }
       cpu("custos-server (HTTP, SQLite, checks)", measured.server)

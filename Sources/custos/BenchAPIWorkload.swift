@@ -140,6 +140,19 @@ final class APIWorkload: @unchecked Sendable {
     throw CommandFailure("the server did not agree with a READY device in \(Int(seconds)) s (\(last))")
   }
 
+  /// Whether the device's root, as the server last read it (it polls the device), is the
+  /// server's tree; asked again for a few seconds until it is.
+  func deviceRootAgrees(seconds: Double = 5) async throws -> (agrees: Bool, status: Schemas.DeviceStatus) {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while true {
+      let status = try await customer.getDeviceStatus().ok.body.json
+      let agrees =
+        status.deviceRoot.map { $0.root == status.tree.root && $0.leafCount == status.tree.leafCount } ?? false
+      if agrees || ContinuousClock.now >= deadline { return (agrees, status) }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+  }
+
   /// Creates `count` wallets one at a time (the vault adds one wallet per commit), each
   /// approved by its three approvers, and reads each one's Ethereum address.
   func createWallets(_ count: Int) async throws -> ApproveWorkloadReport.Creation {
@@ -179,7 +192,7 @@ final class APIWorkload: @unchecked Sendable {
   /// Runs `count` workflows from `clients` concurrent clients; client c uses wallets c,
   /// c + clients, ... in turn. Outcomes and failures in no particular order.
   func run(_ count: Int, clients: Int) async -> (outcomes: [Outcome], failures: [String]) {
-    let next = Atomic<Int>(0)
+    let next = TicketCounter()
     let wallets = self.wallets
     return await withTaskGroup(of: ([Outcome], [String]).self) { group in
       for client in 0..<clients {
@@ -189,7 +202,7 @@ final class APIWorkload: @unchecked Sendable {
           let mine = Array(stride(from: client, to: wallets.count, by: clients))
           var turn = 0
           while true {
-            let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            let index = next.take()
             guard index < count else { break }
             let walletIndex = mine[turn % mine.count]
             turn += 1
@@ -291,7 +304,7 @@ final class APIWorkload: @unchecked Sendable {
       let request = try ok.body.json
       switch request.status {
       case .completed: return request
-      case .approved, .submitted where ContinuousClock.now < deadline:
+      case .approved where ContinuousClock.now < deadline, .submitted where ContinuousClock.now < deadline:
         try await Task.sleep(for: .milliseconds(5))
       default:
         throw Failure(
@@ -300,6 +313,13 @@ final class APIWorkload: @unchecked Sendable {
       }
     }
   }
+}
+
+/// Hands out 0, 1, 2, ... to concurrent clients.
+final class TicketCounter: Sendable {
+  private let value = Atomic<Int>(0)
+
+  func take() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// `Authorization: Bearer KEY` on every call.

@@ -3,6 +3,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import Vault
 import VaultWire
 
 #if canImport(Glibc)

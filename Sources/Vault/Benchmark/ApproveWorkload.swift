@@ -262,6 +262,13 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
     public var seconds: Double
     public var perSecond: Double
     public var latency: Latency
+
+    public init(wallets: Int, seconds: Double, perSecond: Double, latency: Latency) {
+      self.wallets = wallets
+      self.seconds = seconds
+      self.perSecond = perSecond
+      self.latency = latency
+    }
   }
 
   /// One round of signatures.
