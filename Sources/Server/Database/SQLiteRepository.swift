@@ -371,6 +371,11 @@ public final class SQLiteRepository: CustodyRepository {
           epoch: change.root.epoch, leafCount: change.root.leafCount, root: change.root.root,
           change: change.kind.rawValue, walletID: change.walletID, requestID: intent.requestID,
           vaultSequence: change.sequence, recordedAt: at))
+      try Self.insertAudit(
+        db,
+        VaultAuditRecord(
+          at: at, call: intent.call, requestID: intent.requestID, walletID: change.walletID, outcome: "ok", code: nil,
+          detail: "sequence \(change.sequence), epoch \(change.root.epoch)"))
     }
   }
 
@@ -431,8 +436,11 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func audit(_ record: VaultAuditRecord) async throws {
-    try await pool.write { db in
-      try db.execute(
+    try await pool.write { db in try Self.insertAudit(db, record) }
+  }
+
+  static func insertAudit(_ db: Database, _ record: VaultAuditRecord) throws {
+    try db.execute(
         sql: """
           INSERT INTO vault_audit (at, call, request_id, wallet_id, outcome, code, detail)
           VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -441,7 +449,6 @@ public final class SQLiteRepository: CustodyRepository {
           record.at.databaseValue, record.call, record.requestID, record.walletID.map { Int64($0) }, record.outcome,
           record.code, record.detail,
         ])
-    }
   }
 
   public func auditRecords(limit: Int) async throws -> [VaultAuditRecord] {
