@@ -101,7 +101,8 @@ struct BenchAPI: AsyncParsableCommand {
     let warmupCount = warmup ?? 2 * clients
     var report = APIBenchReport(
       optimized: Self.optimized, cores: ProcessInfo.processInfo.activeProcessorCount,
-      world: server.map { "server at \($0)" } ?? "throw-away (init-device rehearsal, custos-hsm, custos-server, SQLite)",
+      world: server.map { "server at \($0)" }
+        ?? "throw-away (init-device rehearsal, custos-hsm, custos-server, SQLite)",
       clients: clients, wallets: walletCount, workflows: workflows, warmup: warmupCount)
 
     // The raw primitive first, alone on the machine: the vault's approved-signing rate in process.
@@ -356,7 +357,8 @@ struct APIBenchReport: Codable {
         + (optimized ? "release" : "DEBUG") + " build")
     lines.append("world: \(world)")
     if let ceremony = setup.ceremonySeconds, let start = setup.startSeconds {
-      lines.append(String(format: "  rehearsal %.1f s; device start, unseal, API key, server start %.1f s", ceremony, start))
+      lines.append(
+        String(format: "  rehearsal %.1f s; device start, unseal, API key, server start %.1f s", ceremony, start))
     }
     if let creation = setup.walletCreation {
       lines.append(
@@ -413,7 +415,8 @@ struct APIBenchReport: Codable {
       lines.append(
         String(
           format: "workflows/s over in-process signatures/s: %.2f; over the raw crypto bound: %.2f",
-          measured.workflowsPerSecond / vault.signaturesPerSecond, measured.workflowsPerSecond / vault.rawCryptoPerSecond
+          measured.workflowsPerSecond / vault.signaturesPerSecond,
+          measured.workflowsPerSecond / vault.rawCryptoPerSecond
         ))
     }
     if let measured {
