@@ -20,6 +20,9 @@ let openAPIHummingbird = Target.Dependency.product(name: "OpenAPIHummingbird", p
 let openAPIURLSession = Target.Dependency.product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
+let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
+let openAPIAsyncHTTPClient = Target.Dependency.product(
+  name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client")
 
 let package = Package(
   name: "Custos",
@@ -47,6 +50,9 @@ let package = Package(
     // Clients of the custody API (tests, tools): the generated client over URLSession.
     .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+    // `custos bench api`: many concurrent API clients need a pooled, non-blocking HTTP client.
+    .package(url: "https://github.com/swift-server/async-http-client", from: "1.23.0"),
+    .package(url: "https://github.com/swift-server/swift-openapi-async-http-client", from: "1.5.0"),
     // Tests only: a self-signed certificate for the TLS listener.
     .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
@@ -147,7 +153,8 @@ let package = Package(
     .executableTarget(
       name: "custos",
       dependencies: [
-        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", argumentParser, logging,
+        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", "CustosAPI", argumentParser,
+        logging, openAPIRuntime, openAPIAsyncHTTPClient, asyncHTTPClient, httpTypes,
       ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an

@@ -12,6 +12,11 @@ import Glibc
 struct PeerProcess {
   let pid: pid_t
 
+  /// The process `pid` (a child this command started).
+  init(pid: pid_t) {
+    self.pid = pid
+  }
+
   /// Connects to the socket at `path` and asks the kernel who accepted.
   init(socket path: String) throws {
     let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

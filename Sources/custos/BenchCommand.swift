@@ -8,7 +8,7 @@ struct BenchCommand: AsyncParsableCommand {
     commandName: "bench",
     abstract: "Measure Custos against the raw primitives it is built on.",
     discussion: "Build with `swift build -c release` for figures worth reporting.",
-    subcommands: [MerkleBench.self, BenchSign.self, BenchApprove.self])
+    subcommands: [MerkleBench.self, BenchSign.self, BenchApprove.self, BenchAPI.self])
 
   struct MerkleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -15,14 +15,14 @@ public struct DatabaseMerkleNodeStore: MerkleNodeStore {
   /// The store as the transaction of `db` sees it.
   public init(_ db: Database) throws {
     self.db = db
-    let count = try Int64.fetchOne(db, sql: "SELECT leaf_count FROM tree_state WHERE id = 1") ?? 0
+    let count = try Int64.fetchOne(db.cachedStatement(sql: "SELECT leaf_count FROM tree_state WHERE id = 1")) ?? 0
     leafCount = UInt64(count)
   }
 
   public func node(_ node: UInt64) throws -> Hash256 {
     guard node >= 1, node < 2 * leafCount,
       let data = try Data.fetchOne(
-        db, sql: "SELECT value FROM tree_nodes WHERE node = ?", arguments: [Int64(bitPattern: node)]),
+        db.cachedStatement(sql: "SELECT value FROM tree_nodes WHERE node = ?"), arguments: [Int64(bitPattern: node)]),
       let value = Hash256(data)
     else {
       throw MerkleError(.missingNode, "node \(node) is not in the stored tree of \(leafCount) leaves")
@@ -37,7 +37,7 @@ public struct DatabaseMerkleNodeStore: MerkleNodeStore {
     }
     let placeholders = Array(repeating: "?", count: nodes.count).joined(separator: ",")
     let rows = try Row.fetchAll(
-      db, sql: "SELECT node, value FROM tree_nodes WHERE node IN (\(placeholders))",
+      db.cachedStatement(sql: "SELECT node, value FROM tree_nodes WHERE node IN (\(placeholders))"),
       arguments: StatementArguments(nodes.map { Int64(bitPattern: $0) }))
     var values = [UInt64: Hash256]()
     for row in rows {
@@ -63,7 +63,9 @@ public struct DatabaseMerkleNodeStore: MerkleNodeStore {
       try statement.execute(arguments: [Int64(bitPattern: write.node), Data(write.value.bytes)])
     }
     if leafCount != self.leafCount {
-      try db.execute(sql: "UPDATE tree_state SET leaf_count = ? WHERE id = 1", arguments: [Int64(leafCount)])
+      try db.cachedStatement(sql: "UPDATE tree_state SET leaf_count = ? WHERE id = 1").execute(arguments: [
+        Int64(leafCount)
+      ])
       self.leafCount = leafCount
     }
   }

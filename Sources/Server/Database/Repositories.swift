@@ -47,8 +47,8 @@ public protocol LedgerRepository: Sendable {
     requestID: String, call: String, walletID: UInt64?, envelopeHash: Hash256, oldLeaf: Hash256, anchor: RootAnchor,
     at: Date
   ) async throws -> Intent?
-  /// Applies a vault result to the tree, the wallet, its sealed seed, the request, the intent
-  /// and the root history, in one transaction; refused (nothing written) with
+  /// Applies a vault result to the tree, the wallet, its sealed seed, the request, the intent,
+  /// the root history and the vault audit (outcome `ok`), in one transaction; refused (nothing written) with
   /// `LedgerError.doesNotFit` when the change applied to the tree does not give the root the
   /// vault reported (it is not the next change).
   func complete(intent: Intent, result: RequestResult, at: Date) async throws

@@ -20,21 +20,21 @@ public final class SQLiteRepository: CustodyRepository {
   public func wallets(after: UInt64, limit: Int) async throws -> [StoredWallet] {
     try await pool.read { db in
       try Row.fetchAll(
-        db,
-        sql: """
-          SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
-          WHERE w.id > ? ORDER BY w.id LIMIT ?
-          """, arguments: [Int64(after), limit]
+        db.cachedStatement(
+          sql: """
+            SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
+            WHERE w.id > ? ORDER BY w.id LIMIT ?
+            """), arguments: [Int64(after), limit]
       ).map(Self.wallet(row:))
     }
   }
 
   static func wallet(_ db: Database, _ id: UInt64) throws -> StoredWallet? {
     try Row.fetchOne(
-      db,
-      sql: """
-        SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
-        """, arguments: [Int64(id)]
+      db.cachedStatement(
+        sql: """
+          SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
+          """), arguments: [Int64(id)]
     ).map(wallet(row:))
   }
 
@@ -51,18 +51,18 @@ public final class SQLiteRepository: CustodyRepository {
 
   public func insert(_ request: StoredRequest) async throws {
     try await pool.write { db in
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           INSERT INTO requests (id, kind, wallet_id, status, envelope, envelope_hash, base_wallet_hash, nonce,
             threshold, approvers, created_at, expires_at, api_key_id)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-          """,
-        arguments: [
-          request.id, request.kind.rawValue, request.walletID.map { Int64($0) }, request.status.rawValue,
-          Data(request.envelope), Data(request.envelopeHash.bytes), Data(request.baseWalletHash.bytes),
-          Int64(request.nonce), request.threshold, Self.joinIDs(request.approverIDs),
-          request.createdAt.databaseValue, request.expiresAt.databaseValue, request.apiKeyID,
-        ])
+          """
+      ).execute(arguments: [
+        request.id, request.kind.rawValue, request.walletID.map { Int64($0) }, request.status.rawValue,
+        Data(request.envelope), Data(request.envelopeHash.bytes), Data(request.baseWalletHash.bytes),
+        Int64(request.nonce), request.threshold, Self.joinIDs(request.approverIDs),
+        request.createdAt.databaseValue, request.expiresAt.databaseValue, request.apiKeyID,
+      ])
     }
   }
 
@@ -100,14 +100,15 @@ public final class SQLiteRepository: CustodyRepository {
       guard !request.approvals.contains(where: { $0.approverID == approval.approverID }) else {
         throw LedgerError(.duplicate, "'\(approval.approverID)' has approved request \(requestID) already")
       }
-      try db.execute(
-        sql: "INSERT INTO approvals (request_id, approver_id, encoded, received_at) VALUES (?, ?, ?, ?)",
-        arguments: [requestID, approval.approverID, Data(approval.encoded), approval.receivedAt.databaseValue])
+      try db.cachedStatement(
+        sql: "INSERT INTO approvals (request_id, approver_id, encoded, received_at) VALUES (?, ?, ?, ?)"
+      ).execute(arguments: [requestID, approval.approverID, Data(approval.encoded), approval.receivedAt.databaseValue])
       request.approvals.append(approval)
       if request.approvals.count >= request.threshold {
         request.status = .approved
-        try db.execute(
-          sql: "UPDATE requests SET status = ? WHERE id = ?", arguments: [RequestStatus.approved.rawValue, requestID])
+        try db.cachedStatement(sql: "UPDATE requests SET status = ? WHERE id = ?").execute(arguments: [
+          RequestStatus.approved.rawValue, requestID,
+        ])
       }
       return request
     }
@@ -130,22 +131,24 @@ public final class SQLiteRepository: CustodyRepository {
       to.rawValue, to.isOpen ? nil : at.databaseValue, failure?.code, failure?.message, failure?.vaultCode, requestID,
     ]
     arguments += from.map { $0.rawValue }
-    try db.execute(
+    try db.cachedStatement(
       sql: """
         UPDATE requests SET status = ?, completed_at = ?, failure_code = ?, failure_message = ?, vault_code = ?
         WHERE id = ? AND status IN (\(placeholders))
-        """, arguments: StatementArguments(arguments))
+        """
+    ).execute(arguments: StatementArguments(arguments))
     return db.changesCount > 0
   }
 
   public func expire(now: Date) async throws -> Int {
     try await pool.write { db in
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           UPDATE requests SET status = 'expired', completed_at = ?, failure_code = 'expired',
             failure_message = 'the request expired before the vault was asked'
           WHERE status IN ('awaiting-approvals', 'approved') AND expires_at <= ?
-          """, arguments: [now.databaseValue, now.databaseValue])
+          """
+      ).execute(arguments: [now.databaseValue, now.databaseValue])
       return db.changesCount
     }
   }
@@ -155,13 +158,12 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func requests(_ db: Database, sql: String, arguments: StatementArguments) throws -> [StoredRequest] {
-    var requests = try Row.fetchAll(db, sql: sql, arguments: arguments).map(request(row:))
+    var requests = try Row.fetchAll(db.cachedStatement(sql: sql), arguments: arguments).map(request(row:))
     guard !requests.isEmpty else { return [] }
     let placeholders = Array(repeating: "?", count: requests.count).joined(separator: ",")
     let rows = try Row.fetchAll(
-      db,
-      sql:
-        "SELECT * FROM approvals WHERE request_id IN (\(placeholders)) ORDER BY received_at, approver_id",
+      db.cachedStatement(
+        sql: "SELECT * FROM approvals WHERE request_id IN (\(placeholders)) ORDER BY received_at, approver_id"),
       arguments: StatementArguments(requests.map(\.id)))
     var byRequest = [String: [StoredApproval]]()
     for row in rows {
@@ -212,10 +214,12 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func treeSummary(_ db: Database) throws -> TreeSummary {
-    let state = try Row.fetchOne(db, sql: "SELECT leaf_count, epoch FROM tree_state WHERE id = 1")
-    let root = try Data.fetchOne(db, sql: "SELECT value FROM tree_nodes WHERE node = 1")
-    let active = try Int64.fetchOne(db, sql: "SELECT count(*) FROM wallets WHERE status = 'active'") ?? 0
-    let pending = try Int64.fetchOne(db, sql: "SELECT count(*) FROM intents WHERE state = 'pending'") ?? 0
+    let state = try Row.fetchOne(db.cachedStatement(sql: "SELECT leaf_count, epoch FROM tree_state WHERE id = 1"))
+    let root = try Data.fetchOne(db.cachedStatement(sql: "SELECT value FROM tree_nodes WHERE node = 1"))
+    let active =
+      try Int64.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM wallets WHERE status = 'active'")) ?? 0
+    let pending =
+      try Int64.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM intents WHERE state = 'pending'")) ?? 0
     return TreeSummary(
       leafCount: UInt64((state?["leaf_count"] as Int64?) ?? 1), root: hash(root),
       epoch: UInt64((state?["epoch"] as Int64?) ?? 0), activeWallets: UInt64(active), pendingIntents: UInt64(pending))
@@ -260,16 +264,16 @@ public final class SQLiteRepository: CustodyRepository {
       guard try Self.transition(db, requestID, from: [.approved], to: .submitted, failure: nil, at: at) else {
         return nil
       }
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           INSERT INTO intents (request_id, call, wallet_id, envelope_hash, old_leaf, anchor_leaf_count, anchor_root,
             state, created_at)
           VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)
-          """,
-        arguments: [
-          requestID, call, walletID.map { Int64($0) }, Data(envelopeHash.bytes), Data(oldLeaf.bytes),
-          Int64(anchor.leafCount), Data(anchor.root.bytes), at.databaseValue,
-        ])
+          """
+      ).execute(arguments: [
+        requestID, call, walletID.map { Int64($0) }, Data(envelopeHash.bytes), Data(oldLeaf.bytes),
+        Int64(anchor.leafCount), Data(anchor.root.bytes), at.databaseValue,
+      ])
       return Intent(
         id: db.lastInsertedRowID, requestID: requestID, call: call, walletID: walletID, envelopeHash: envelopeHash,
         oldLeaf: oldLeaf, anchor: anchor, state: .pending, createdAt: at)
@@ -279,7 +283,8 @@ public final class SQLiteRepository: CustodyRepository {
   public func complete(intent: Intent, result: RequestResult, at: Date) async throws {
     try await pool.write { db in
       guard
-        let state = try String.fetchOne(db, sql: "SELECT state FROM intents WHERE id = ?", arguments: [intent.id]),
+        let state = try String.fetchOne(
+          db.cachedStatement(sql: "SELECT state FROM intents WHERE id = ?"), arguments: [intent.id]),
         state == Intent.State.pending.rawValue
       else {
         throw LedgerError(.wrongState, "intent \(intent.id) is not pending")
@@ -310,67 +315,72 @@ public final class SQLiteRepository: CustodyRepository {
           "after change \(change.sequence) (\(change.kind.rawValue) of wallet \(change.walletID)) the server's root is not the vault's \(change.root.root.hex)"
         )
       }
-      try db.execute(
-        sql: "UPDATE tree_state SET epoch = max(epoch, ?) WHERE id = 1", arguments: [Int64(change.root.epoch)])
+      try db.cachedStatement(sql: "UPDATE tree_state SET epoch = max(epoch, ?) WHERE id = 1").execute(arguments: [
+        Int64(change.root.epoch)
+      ])
       let now = at.databaseValue
       let walletID = Int64(change.walletID)
       switch change.kind {
       case .add:
-        try db.execute(
+        try db.cachedStatement(
           sql: """
             INSERT INTO wallets (id, status, wallet_data, wallet_hash, created_at, updated_at, created_by)
             VALUES (?, 'active', ?, ?, ?, ?, ?)
-            """,
-          arguments: [walletID, Data(result.walletData), Data(change.leaf.bytes), now, now, intent.requestID])
-        try db.execute(
-          sql: "INSERT INTO sealed_seeds (wallet_id, wallet_hash, sealed_seed, updated_at) VALUES (?, ?, ?, ?)",
-          arguments: [walletID, Data(change.leaf.bytes), Data(result.sealedSeed), now])
+            """
+        ).execute(arguments: [walletID, Data(result.walletData), Data(change.leaf.bytes), now, now, intent.requestID])
+        try db.cachedStatement(
+          sql: "INSERT INTO sealed_seeds (wallet_id, wallet_hash, sealed_seed, updated_at) VALUES (?, ?, ?, ?)"
+        ).execute(arguments: [walletID, Data(change.leaf.bytes), Data(result.sealedSeed), now])
       case .update:
-        try db.execute(
-          sql: "UPDATE wallets SET wallet_data = ?, wallet_hash = ?, updated_at = ? WHERE id = ?",
-          arguments: [Data(result.walletData), Data(change.leaf.bytes), now, walletID])
-        try db.execute(
-          sql: "UPDATE sealed_seeds SET wallet_hash = ?, sealed_seed = ?, updated_at = ? WHERE wallet_id = ?",
-          arguments: [Data(change.leaf.bytes), Data(result.sealedSeed), now, walletID])
+        try db.cachedStatement(sql: "UPDATE wallets SET wallet_data = ?, wallet_hash = ?, updated_at = ? WHERE id = ?")
+          .execute(arguments: [Data(result.walletData), Data(change.leaf.bytes), now, walletID])
+        try db.cachedStatement(
+          sql: "UPDATE sealed_seeds SET wallet_hash = ?, sealed_seed = ?, updated_at = ? WHERE wallet_id = ?"
+        ).execute(arguments: [Data(change.leaf.bytes), Data(result.sealedSeed), now, walletID])
       case .remove:
-        try db.execute(
+        try db.cachedStatement(
           sql:
-            "UPDATE wallets SET status = 'removed', wallet_data = NULL, wallet_hash = zeroblob(32), updated_at = ? WHERE id = ?",
-          arguments: [now, walletID])
-        try db.execute(sql: "DELETE FROM sealed_seeds WHERE wallet_id = ?", arguments: [walletID])
+            "UPDATE wallets SET status = 'removed', wallet_data = NULL, wallet_hash = zeroblob(32), updated_at = ? WHERE id = ?"
+        ).execute(arguments: [now, walletID])
+        try db.cachedStatement(sql: "DELETE FROM sealed_seeds WHERE wallet_id = ?").execute(arguments: [walletID])
       }
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           UPDATE requests SET status = 'completed', completed_at = ?, output = ?, result_epoch = ?, wallet_id = ?,
             failure_code = NULL, failure_message = NULL, vault_code = NULL
           WHERE id = ?
-          """,
-        arguments: [
-          now, result.output.isEmpty ? nil : Data(result.output), Int64(change.root.epoch), walletID,
-          intent.requestID,
-        ])
-      try db.execute(
-        sql: "UPDATE intents SET state = 'completed', settled_at = ? WHERE id = ?", arguments: [now, intent.id])
+          """
+      ).execute(arguments: [
+        now, result.output.isEmpty ? nil : Data(result.output), Int64(change.root.epoch), walletID,
+        intent.requestID,
+      ])
+      try db.cachedStatement(sql: "UPDATE intents SET state = 'completed', settled_at = ? WHERE id = ?").execute(
+        arguments: [now, intent.id])
       // Requests made against the wallet's previous data can no longer pass the vault.
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           UPDATE requests SET status = 'superseded', completed_at = ?, failure_code = 'superseded',
             failure_message = ?
           WHERE wallet_id = ? AND id != ? AND status IN ('awaiting-approvals', 'approved')
             AND (base_wallet_hash != ? OR ? = 'remove')
-          """,
-        arguments: [
-          now,
-          change.kind == .remove
-            ? "the wallet was removed" : "request \(intent.requestID) changed the wallet first; make a new request",
-          walletID, intent.requestID, Data(change.leaf.bytes), change.kind.rawValue,
-        ])
+          """
+      ).execute(arguments: [
+        now,
+        change.kind == .remove
+          ? "the wallet was removed" : "request \(intent.requestID) changed the wallet first; make a new request",
+        walletID, intent.requestID, Data(change.leaf.bytes), change.kind.rawValue,
+      ])
       try Self.insertHistory(
         db,
         RootHistoryEntry(
           epoch: change.root.epoch, leafCount: change.root.leafCount, root: change.root.root,
           change: change.kind.rawValue, walletID: change.walletID, requestID: intent.requestID,
           vaultSequence: change.sequence, recordedAt: at))
+      try Self.insertAudit(
+        db,
+        VaultAuditRecord(
+          at: at, call: intent.call, requestID: intent.requestID, walletID: change.walletID, outcome: "ok", code: nil,
+          detail: "sequence \(change.sequence), epoch \(change.root.epoch)"))
     }
   }
 
@@ -378,9 +388,9 @@ public final class SQLiteRepository: CustodyRepository {
     intent: Intent, requestStatus: RequestStatus, failure: RequestFailure?, note: String, at: Date
   ) async throws {
     try await pool.write { db in
-      try db.execute(
-        sql: "UPDATE intents SET state = 'discarded', settled_at = ?, note = ? WHERE id = ? AND state = 'pending'",
-        arguments: [at.databaseValue, note, intent.id])
+      try db.cachedStatement(
+        sql: "UPDATE intents SET state = 'discarded', settled_at = ?, note = ? WHERE id = ? AND state = 'pending'"
+      ).execute(arguments: [at.databaseValue, note, intent.id])
       guard db.changesCount > 0 else { throw LedgerError(.wrongState, "intent \(intent.id) is not pending") }
       _ = try Self.transition(db, intent.requestID, from: [.submitted], to: requestStatus, failure: failure, at: at)
     }
@@ -388,7 +398,8 @@ public final class SQLiteRepository: CustodyRepository {
 
   public func pendingIntents() async throws -> [Intent] {
     try await pool.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM intents WHERE state = 'pending' ORDER BY id").map { row in
+      try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM intents WHERE state = 'pending' ORDER BY id")).map {
+        row in
         Intent(
           id: row["id"], requestID: row["request_id"], call: row["call"],
           walletID: (row["wallet_id"] as Int64?).map { UInt64($0) }, envelopeHash: Self.hash(row["envelope_hash"]),
@@ -405,21 +416,23 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func insertHistory(_ db: Database, _ entry: RootHistoryEntry) throws {
-    try db.execute(
+    try db.cachedStatement(
       sql: """
         INSERT INTO root_history (epoch, leaf_count, root, change, wallet_id, request_id, vault_sequence, recorded_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        """,
-      arguments: [
-        Int64(entry.epoch), Int64(entry.leafCount), Data(entry.root.bytes), entry.change,
-        entry.walletID.map { Int64($0) }, entry.requestID, entry.vaultSequence.map { Int64(bitPattern: $0) },
-        entry.recordedAt.databaseValue,
-      ])
+        """
+    ).execute(arguments: [
+      Int64(entry.epoch), Int64(entry.leafCount), Data(entry.root.bytes), entry.change,
+      entry.walletID.map { Int64($0) }, entry.requestID, entry.vaultSequence.map { Int64(bitPattern: $0) },
+      entry.recordedAt.databaseValue,
+    ])
   }
 
   public func rootHistory(limit: Int) async throws -> [RootHistoryEntry] {
     try await pool.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM root_history ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
+      try Row.fetchAll(
+        db.cachedStatement(sql: "SELECT * FROM root_history ORDER BY id DESC LIMIT ?"), arguments: [limit]
+      ).map { row in
         RootHistoryEntry(
           epoch: UInt64(row["epoch"] as Int64), leafCount: UInt64(row["leaf_count"] as Int64),
           root: Self.hash(row["root"]), change: row["change"],
@@ -431,22 +444,26 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func audit(_ record: VaultAuditRecord) async throws {
-    try await pool.write { db in
-      try db.execute(
-        sql: """
-          INSERT INTO vault_audit (at, call, request_id, wallet_id, outcome, code, detail)
-          VALUES (?, ?, ?, ?, ?, ?, ?)
-          """,
-        arguments: [
-          record.at.databaseValue, record.call, record.requestID, record.walletID.map { Int64($0) }, record.outcome,
-          record.code, record.detail,
-        ])
-    }
+    try await pool.write { db in try Self.insertAudit(db, record) }
+  }
+
+  static func insertAudit(_ db: Database, _ record: VaultAuditRecord) throws {
+    try db.cachedStatement(
+      sql: """
+        INSERT INTO vault_audit (at, call, request_id, wallet_id, outcome, code, detail)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        """
+    ).execute(arguments: [
+      record.at.databaseValue, record.call, record.requestID, record.walletID.map { Int64($0) }, record.outcome,
+      record.code, record.detail,
+    ])
   }
 
   public func auditRecords(limit: Int) async throws -> [VaultAuditRecord] {
     try await pool.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM vault_audit ORDER BY id DESC LIMIT ?", arguments: [limit]).map { row in
+      try Row.fetchAll(
+        db.cachedStatement(sql: "SELECT * FROM vault_audit ORDER BY id DESC LIMIT ?"), arguments: [limit]
+      ).map { row in
         VaultAuditRecord(
           at: Date(timeIntervalSince1970: row["at"]), call: row["call"], requestID: row["request_id"],
           walletID: (row["wallet_id"] as Int64?).map { UInt64($0) }, outcome: row["outcome"], code: row["code"],
@@ -459,32 +476,33 @@ public final class SQLiteRepository: CustodyRepository {
 
   public func insert(_ key: APIKeyRecord) async throws {
     try await pool.write { db in
-      try db.execute(
-        sql: "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
-        arguments: [
-          key.id, key.name, Data(key.keyHash.bytes), key.scopes.sorted().map(\.rawValue).joined(separator: " "),
-          key.createdAt.databaseValue, key.revokedAt?.databaseValue,
-        ])
+      try db.cachedStatement(
+        sql: "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)"
+      ).execute(arguments: [
+        key.id, key.name, Data(key.keyHash.bytes), key.scopes.sorted().map(\.rawValue).joined(separator: " "),
+        key.createdAt.databaseValue, key.revokedAt?.databaseValue,
+      ])
     }
   }
 
   public func key(hash: Hash256) async throws -> APIKeyRecord? {
     try await pool.read { db in
-      try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE key_hash = ?", arguments: [Data(hash.bytes)]).map(
+      try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT * FROM api_keys WHERE key_hash = ?"), arguments: [Data(hash.bytes)]
+      ).map(
         Self.key(row:))
     }
   }
 
   public func keys() async throws -> [APIKeyRecord] {
     try await pool.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY created_at, id").map(Self.key(row:))
+      try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_keys ORDER BY created_at, id")).map(Self.key(row:))
     }
   }
 
   public func revoke(id: String, at: Date) async throws -> Bool {
     try await pool.write { db in
-      try db.execute(
-        sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+      try db.cachedStatement(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").execute(
         arguments: [at.databaseValue, id])
       return db.changesCount > 0
     }

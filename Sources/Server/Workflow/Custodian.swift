@@ -439,10 +439,6 @@ public final class Custodian: Sendable {
     do {
       try await ledger.deliver(result, intent: intent, walletID: request.walletID, isAdd: isAdd)
       await FaultInjection.reach("after-apply")
-      try? await repository.audit(
-        VaultAuditRecord(
-          at: now(), call: call, requestID: request.id, walletID: result.change.walletID, outcome: "ok", code: nil,
-          detail: "sequence \(result.change.sequence), epoch \(result.change.root.epoch)"))
       logger.info(
         "vault call completed",
         metadata: [

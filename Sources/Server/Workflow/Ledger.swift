@@ -51,6 +51,8 @@ public actor Ledger {
   private var nextSequence: UInt64?
   private var held: [Held] = []
   private var draining = false
+  /// A drain is scheduled (a result was delivered) and has not started yet.
+  private var drainScheduled = false
   private var uncertain = false
   private var idleWaiters: [CheckedContinuation<Void, Never>] = []
   private var busyWallets: Set<UInt64> = []
@@ -123,6 +125,7 @@ public actor Ledger {
       held.append(Held(result: result, intent: intent, walletID: walletID, isAdd: isAdd, continuation: continuation))
       held.sort { $0.result.change.sequence < $1.result.change.sequence }
       inFlight -= 1
+      drainScheduled = true
       Task { await self.drain() }
     }
   }
@@ -133,6 +136,7 @@ public actor Ledger {
 
   /// Applies the held results that are next, in order.
   private func drain() async {
+    drainScheduled = false
     guard !draining else { return }
     draining = true
     var progress = true
@@ -159,15 +163,17 @@ public actor Ledger {
           continue
         }
         nextSequence = sequence &+ 1
-        held.remove(at: index)
+        // Results delivered during the await above were inserted in order, so the entry may
+        // have moved: remove it by its intent, not by the index it had.
+        held.removeAll { $0.intent.id == entry.intent.id }
         releaseReservation(of: entry)
         entry.continuation?.resume()
         progress = true
         break
       }
     }
-    // Cleared before waking: a reconciliation waiting for idleness must see the drain as over
-    // (a `defer` would clear it only after the wake-up, leaving that waiter asleep for good).
+    // Not draining any more before waking those waiting for idleness (a reconciliation): woken
+    // while still marked draining, they would wait for a wake-up that never comes.
     draining = false
     wakeIfIdle()
   }
@@ -187,7 +193,9 @@ public actor Ledger {
     switch agreement {
     case .unknown, .reconciling: return true
     case .diverged: return false
-    case .agreed: return uncertain || (inFlight == 0 && !draining && !held.isEmpty)
+    case .agreed:
+      // A hole: results held that no call in flight and no drain under way or scheduled can apply.
+      return uncertain || (inFlight == 0 && !held.isEmpty && !draining && !drainScheduled)
     }
   }
 

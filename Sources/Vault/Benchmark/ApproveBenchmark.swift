@@ -300,6 +300,7 @@ public func processCPUSeconds() -> Double {
   return value(usage.ru_utime) + value(usage.ru_stime)
 }
 
-func seconds(_ duration: Duration) -> Double {
+/// A duration in seconds, for reports.
+public func seconds(_ duration: Duration) -> Double {
   Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }

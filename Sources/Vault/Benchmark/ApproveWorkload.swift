@@ -272,6 +272,7 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
   public struct Latency: Codable, Sendable, Hashable {
     public var p50: Double
     public var p90: Double
+    public var p95: Double
     public var p99: Double
     public var max: Double
 
@@ -282,6 +283,7 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
       }
       p50 = at(0.50)
       p90 = at(0.90)
+      p95 = at(0.95)
       p99 = at(0.99)
       max = sorted.last ?? 0
     }
@@ -318,6 +320,18 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
     public var tokenWrites: Int
     /// Creations sent again with a fresh proof after `staleProof`.
     public var staleProofRetries: Int
+
+    public init(
+      wallets: Int, seconds: Double, perSecond: Double, latency: Latency, tokenWrites: Int = 0,
+      staleProofRetries: Int = 0
+    ) {
+      self.wallets = wallets
+      self.seconds = seconds
+      self.perSecond = perSecond
+      self.latency = latency
+      self.tokenWrites = tokenWrites
+      self.staleProofRetries = staleProofRetries
+    }
   }
 
   /// One round of signatures.
