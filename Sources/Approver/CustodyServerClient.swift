@@ -134,11 +134,14 @@ public struct CustodyServerClient: Sendable {
   }
 }
 
-/// Adds `Authorization: Bearer KEY` to every call.
-struct BearerKey: ClientMiddleware {
-  let key: String
+/// Adds `Authorization: Bearer KEY` to every call: how a customer system (the `--auto` bot's
+/// listing, the API benchmark) presents its API key to the custody server.
+public struct BearerKey: ClientMiddleware {
+  public let key: String
 
-  func intercept(
+  public init(key: String) { self.key = key }
+
+  public func intercept(
     _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
     next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
   ) async throws -> (HTTPResponse, HTTPBody?) {

@@ -1,3 +1,4 @@
+import Approver
 import AsyncHTTPClient
 import Custody
 import CustosAPI
@@ -320,18 +321,4 @@ final class TicketCounter: Sendable {
   private let value = Atomic<Int>(0)
 
   func take() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
-}
-
-/// `Authorization: Bearer KEY` on every call.
-struct BearerKey: ClientMiddleware {
-  let key: String
-
-  func intercept(
-    _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
-    next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
-  ) async throws -> (HTTPResponse, HTTPBody?) {
-    var request = request
-    request.headerFields[.authorization] = "Bearer \(key)"
-    return try await next(request, body, baseURL)
-  }
 }
