@@ -35,6 +35,12 @@ public struct SessionRecycling: Sendable {
 /// out waits for one to come back. With a `SessionRecycling`, the sessions move to a fresh
 /// PKCS #11 instance every so many operations (see there why).
 final class SessionPool: @unchecked Sendable {
+  /// A duration in whole milliseconds, seconds included (for log metadata).
+  static func milliseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+  }
+
   /// One PKCS #11 instance's sessions. Freed (sessions closed, instance finalised) when the
   /// pool has moved on and the last request using it has returned its session.
   private final class Generation: @unchecked Sendable {
@@ -174,7 +180,7 @@ final class SessionPool: @unchecked Sendable {
       logger.info(
         "request sessions moved to a fresh PKCS #11 instance",
         metadata: [
-          "vault.renewal.ms": "\((ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)"
+          "vault.renewal.ms": "\(Self.milliseconds(ContinuousClock.now - started))"
         ])
     } catch {
       // Keep serving on the current instance; try again after as many operations.
