@@ -19,7 +19,7 @@ public struct CustodyServerClient: Sendable {
     else { throw ApproverError(.server, "'\(url)' is not an http(s) URL of a custody server") }
     server = url
     client = Client(
-      serverURL: parsed, transport: URLSessionTransport(),
+      serverURL: parsed, configuration: .custos, transport: URLSessionTransport(),
       middlewares: apiKey.map { [BearerKey(key: $0)] } ?? [])
   }
 

@@ -67,7 +67,7 @@ public func buildApplication(
   router.add(middleware: RouteErrorMiddleware())
   let handler = CustodyAPIHandler(custodian: custodian, logger: logger)
   try handler.registerHandlers(
-    on: router,
+    on: router, configuration: .custos,
     middlewares: [
       ErrorMiddleware(maxBodySize: configuration.maxBodySize, logger: logger),
       APIKeyMiddleware(keys: APIKeyCache(repository: repository)),

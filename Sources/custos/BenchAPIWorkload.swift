@@ -114,8 +114,9 @@ final class APIWorkload: @unchecked Sendable {
     configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
     http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     let transport = AsyncHTTPClientTransport(configuration: .init(client: http, timeout: .seconds(60)))
-    customer = Client(serverURL: url, transport: transport, middlewares: [BearerKey(key: apiKey)])
-    approvers = Client(serverURL: url, transport: transport)
+    customer = Client(
+      serverURL: url, configuration: .custos, transport: transport, middlewares: [BearerKey(key: apiKey)])
+    approvers = Client(serverURL: url, configuration: .custos, transport: transport)
   }
 
   func shutdown() async {

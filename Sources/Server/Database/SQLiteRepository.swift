@@ -11,18 +11,27 @@ public final class SQLiteRepository: CustodyRepository {
     self.database = database
   }
 
+  /// A read transaction run on the calling thread (GRDB's synchronous access): this server's
+  /// queries take tens of microseconds, less than handing them to GRDB's queue and resuming
+  /// the task afterwards (two thread switches).
+  private func reading<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
+
+  /// A write transaction run on the calling thread (see `reading`); concurrent writers wait for
+  /// SQLite's single writer as they would on GRDB's queue.
+  private func writing<T>(_ body: (Database) throws -> T) throws -> T { try pool.write(body) }
+
   // MARK: Wallets
 
   public func wallet(_ id: UInt64) async throws -> StoredWallet? {
-    try await pool.read { db in try Self.wallet(db, id) }
+    try reading { db in try Self.wallet(db, id) }
   }
 
   public func wallets(after: UInt64, limit: Int) async throws -> [StoredWallet] {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchAll(
         db.cachedStatement(
           sql: """
-            SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
+            SELECT \(Self.walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
             WHERE w.id > ? ORDER BY w.id LIMIT ?
             """), arguments: [Int64(after), limit]
       ).map(Self.wallet(row:))
@@ -33,24 +42,30 @@ public final class SQLiteRepository: CustodyRepository {
     try Row.fetchOne(
       db.cachedStatement(
         sql: """
-          SELECT w.*, s.sealed_seed FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
+          SELECT \(walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
           """), arguments: [Int64(id)]
     ).map(wallet(row:))
   }
 
+  /// The columns `wallet(row:)` reads, in its order (rows are read by position: GRDB's lookup
+  /// by name compares lowercased names, which costs more than the query on a hot path).
+  static let walletColumns =
+    "w.id, w.status, w.wallet_data, w.wallet_hash, s.sealed_seed, w.created_at, w.updated_at"
+
+  /// A wallet from a row of `walletColumns`.
   static func wallet(row: Row) -> StoredWallet {
     StoredWallet(
-      id: UInt64(row["id"] as Int64), status: StoredWallet.Status(rawValue: row["status"]) ?? .removed,
-      walletData: (row["wallet_data"] as Data?).map { Array($0) }, walletHash: hash(row["wallet_hash"]),
-      sealedSeed: (row["sealed_seed"] as Data?).map { Array($0) },
-      createdAt: Date(timeIntervalSince1970: row["created_at"]),
-      updatedAt: Date(timeIntervalSince1970: row["updated_at"]))
+      id: UInt64(row[0] as Int64), status: StoredWallet.Status(rawValue: row[1]) ?? .removed,
+      walletData: (row[2] as Data?).map { Array($0) }, walletHash: hash(row[3]),
+      sealedSeed: (row[4] as Data?).map { Array($0) },
+      createdAt: Date(timeIntervalSince1970: row[5]),
+      updatedAt: Date(timeIntervalSince1970: row[6]))
   }
 
   // MARK: Requests
 
   public func insert(_ request: StoredRequest) async throws {
-    try await pool.write { db in
+    try writing { db in
       try db.cachedStatement(
         sql: """
           INSERT INTO requests (id, kind, wallet_id, status, envelope, envelope_hash, base_wallet_hash, nonce,
@@ -67,27 +82,27 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func request(_ id: String) async throws -> StoredRequest? {
-    try await pool.read { db in try Self.request(db, id) }
+    try reading { db in try Self.request(db, id) }
   }
 
   public func requests(ofWallet walletID: UInt64, limit: Int) async throws -> [StoredRequest] {
-    try await pool.read { db in
+    try reading { db in
       try Self.requests(
-        db, sql: "SELECT * FROM requests WHERE wallet_id = ? ORDER BY created_at DESC, id LIMIT ?",
+        db, sql: "SELECT \(Self.requestColumns) FROM requests WHERE wallet_id = ? ORDER BY created_at DESC, id LIMIT ?",
         arguments: [Int64(walletID), limit])
     }
   }
 
   public func requests(inStatus status: RequestStatus, limit: Int) async throws -> [StoredRequest] {
-    try await pool.read { db in
+    try reading { db in
       try Self.requests(
-        db, sql: "SELECT * FROM requests WHERE status = ? ORDER BY created_at, id LIMIT ?",
+        db, sql: "SELECT \(Self.requestColumns) FROM requests WHERE status = ? ORDER BY created_at, id LIMIT ?",
         arguments: [status.rawValue, limit])
     }
   }
 
   public func addApproval(_ approval: StoredApproval, to requestID: String, now: Date) async throws -> StoredRequest {
-    try await pool.write { db in
+    try writing { db in
       guard var request = try Self.request(db, requestID) else {
         throw LedgerError(.notFound, "no request \(requestID)")
       }
@@ -117,7 +132,7 @@ public final class SQLiteRepository: CustodyRepository {
   public func transition(
     _ requestID: String, from: Set<RequestStatus>, to: RequestStatus, failure: RequestFailure?, at: Date
   ) async throws -> Bool {
-    try await pool.write { db in
+    try writing { db in
       try Self.transition(db, requestID, from: from, to: to, failure: failure, at: at)
     }
   }
@@ -141,7 +156,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func expire(now: Date) async throws -> Int {
-    try await pool.write { db in
+    try writing { db in
       try db.cachedStatement(
         sql: """
           UPDATE requests SET status = 'expired', completed_at = ?, failure_code = 'expired',
@@ -154,7 +169,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func request(_ db: Database, _ id: String) throws -> StoredRequest? {
-    try requests(db, sql: "SELECT * FROM requests WHERE id = ?", arguments: [id]).first
+    try requests(db, sql: "SELECT \(requestColumns) FROM requests WHERE id = ?", arguments: [id]).first
   }
 
   static func requests(_ db: Database, sql: String, arguments: StatementArguments) throws -> [StoredRequest] {
@@ -163,35 +178,44 @@ public final class SQLiteRepository: CustodyRepository {
     let placeholders = Array(repeating: "?", count: requests.count).joined(separator: ",")
     let rows = try Row.fetchAll(
       db.cachedStatement(
-        sql: "SELECT * FROM approvals WHERE request_id IN (\(placeholders)) ORDER BY received_at, approver_id"),
+        sql: """
+          SELECT request_id, approver_id, encoded, received_at FROM approvals
+          WHERE request_id IN (\(placeholders)) ORDER BY received_at, approver_id
+          """),
       arguments: StatementArguments(requests.map(\.id)))
     var byRequest = [String: [StoredApproval]]()
     for row in rows {
-      byRequest[row["request_id"], default: []].append(
+      byRequest[row[0], default: []].append(
         StoredApproval(
-          approverID: row["approver_id"], encoded: Array(row["encoded"] as Data),
-          receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+          approverID: row[1], encoded: Array(row[2] as Data), receivedAt: Date(timeIntervalSince1970: row[3])))
     }
     for index in requests.indices { requests[index].approvals = byRequest[requests[index].id] ?? [] }
     return requests
   }
 
+  /// The columns `request(row:)` reads, in its order (see `walletColumns`).
+  static let requestColumns = """
+    id, kind, wallet_id, status, envelope, envelope_hash, base_wallet_hash, nonce, threshold, approvers, \
+    created_at, expires_at, completed_at, output, result_epoch, failure_code, failure_message, vault_code, api_key_id
+    """
+
+  /// A request (without its approvals) from a row of `requestColumns`.
   static func request(row: Row) -> StoredRequest {
-    let failureCode: String? = row["failure_code"]
+    let failureCode: String? = row[15]
     return StoredRequest(
-      id: row["id"], kind: RequestKind(rawValue: row["kind"]) ?? .signEIP1559,
-      walletID: (row["wallet_id"] as Int64?).map { UInt64($0) },
-      status: RequestStatus(rawValue: row["status"]) ?? .refused, envelope: Array(row["envelope"] as Data),
-      envelopeHash: hash(row["envelope_hash"]), baseWalletHash: hash(row["base_wallet_hash"]),
-      nonce: UInt64(row["nonce"] as Int64), threshold: row["threshold"], approverIDs: splitIDs(row["approvers"]),
-      createdAt: Date(timeIntervalSince1970: row["created_at"]),
-      expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
-      completedAt: (row["completed_at"] as Double?).map { Date(timeIntervalSince1970: $0) },
-      output: (row["output"] as Data?).map { Array($0) },
-      resultEpoch: (row["result_epoch"] as Int64?).map { UInt64($0) },
+      id: row[0], kind: RequestKind(rawValue: row[1]) ?? .signEIP1559,
+      walletID: (row[2] as Int64?).map { UInt64($0) },
+      status: RequestStatus(rawValue: row[3]) ?? .refused, envelope: Array(row[4] as Data),
+      envelopeHash: hash(row[5]), baseWalletHash: hash(row[6]),
+      nonce: UInt64(row[7] as Int64), threshold: row[8], approverIDs: splitIDs(row[9]),
+      createdAt: Date(timeIntervalSince1970: row[10]),
+      expiresAt: Date(timeIntervalSince1970: row[11]),
+      completedAt: (row[12] as Double?).map { Date(timeIntervalSince1970: $0) },
+      output: (row[13] as Data?).map { Array($0) },
+      resultEpoch: (row[14] as Int64?).map { UInt64($0) },
       failure: failureCode.map {
-        RequestFailure(code: $0, message: row["failure_message"] ?? "", vaultCode: row["vault_code"])
-      }, apiKeyID: row["api_key_id"])
+        RequestFailure(code: $0, message: row[16] ?? "", vaultCode: row[17])
+      }, apiKeyID: row[18])
   }
 
   /// Approver ids as stored: JSON array text (ids may hold any character but controls).
@@ -210,7 +234,7 @@ public final class SQLiteRepository: CustodyRepository {
   // MARK: Ledger
 
   public func treeSummary() async throws -> TreeSummary {
-    try await pool.read { db in try Self.treeSummary(db) }
+    try reading { db in try Self.treeSummary(db) }
   }
 
   static func treeSummary(_ db: Database) throws -> TreeSummary {
@@ -230,7 +254,7 @@ public final class SQLiteRepository: CustodyRepository {
   ) async throws -> (
     wallet: StoredWallet, proof: WalletProof, path: MerklePath
   ) {
-    try await pool.read { db in
+    try reading { db in
       guard let wallet = try Self.wallet(db, walletID) else {
         throw LedgerError(.notFound, "no wallet \(walletID)")
       }
@@ -247,7 +271,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func currentLeafProof() async throws -> CurrentLeafProof {
-    try await pool.read { db in
+    try reading { db in
       let tree = try MerkleTree(store: try DatabaseMerkleNodeStore(db))
       let proof = try tree.currentLeafProof()
       return CurrentLeafProof(
@@ -260,7 +284,7 @@ public final class SQLiteRepository: CustodyRepository {
     requestID: String, call: String, walletID: UInt64?, envelopeHash: Hash256, oldLeaf: Hash256, anchor: RootAnchor,
     at: Date
   ) async throws -> Intent? {
-    try await pool.write { db in
+    try writing { db in
       guard try Self.transition(db, requestID, from: [.approved], to: .submitted, failure: nil, at: at) else {
         return nil
       }
@@ -281,7 +305,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func complete(intent: Intent, result: RequestResult, at: Date) async throws {
-    try await pool.write { db in
+    try writing { db in
       guard
         let state = try String.fetchOne(
           db.cachedStatement(sql: "SELECT state FROM intents WHERE id = ?"), arguments: [intent.id]),
@@ -387,7 +411,7 @@ public final class SQLiteRepository: CustodyRepository {
   public func settle(
     intent: Intent, requestStatus: RequestStatus, failure: RequestFailure?, note: String, at: Date
   ) async throws {
-    try await pool.write { db in
+    try writing { db in
       try db.cachedStatement(
         sql: "UPDATE intents SET state = 'discarded', settled_at = ?, note = ? WHERE id = ? AND state = 'pending'"
       ).execute(arguments: [at.databaseValue, note, intent.id])
@@ -397,7 +421,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func pendingIntents() async throws -> [Intent] {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM intents WHERE state = 'pending' ORDER BY id")).map {
         row in
         Intent(
@@ -412,7 +436,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func recordRoot(_ entry: RootHistoryEntry) async throws {
-    try await pool.write { db in try Self.insertHistory(db, entry) }
+    try writing { db in try Self.insertHistory(db, entry) }
   }
 
   static func insertHistory(_ db: Database, _ entry: RootHistoryEntry) throws {
@@ -429,7 +453,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func rootHistory(limit: Int) async throws -> [RootHistoryEntry] {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchAll(
         db.cachedStatement(sql: "SELECT * FROM root_history ORDER BY id DESC LIMIT ?"), arguments: [limit]
       ).map { row in
@@ -444,7 +468,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func audit(_ record: VaultAuditRecord) async throws {
-    try await pool.write { db in try Self.insertAudit(db, record) }
+    try writing { db in try Self.insertAudit(db, record) }
   }
 
   static func insertAudit(_ db: Database, _ record: VaultAuditRecord) throws {
@@ -460,7 +484,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func auditRecords(limit: Int) async throws -> [VaultAuditRecord] {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchAll(
         db.cachedStatement(sql: "SELECT * FROM vault_audit ORDER BY id DESC LIMIT ?"), arguments: [limit]
       ).map { row in
@@ -475,7 +499,7 @@ public final class SQLiteRepository: CustodyRepository {
   // MARK: API keys
 
   public func insert(_ key: APIKeyRecord) async throws {
-    try await pool.write { db in
+    try writing { db in
       try db.cachedStatement(
         sql: "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)"
       ).execute(arguments: [
@@ -486,7 +510,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func key(hash: Hash256) async throws -> APIKeyRecord? {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchOne(
         db.cachedStatement(sql: "SELECT * FROM api_keys WHERE key_hash = ?"), arguments: [Data(hash.bytes)]
       ).map(
@@ -495,13 +519,13 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func keys() async throws -> [APIKeyRecord] {
-    try await pool.read { db in
+    try reading { db in
       try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_keys ORDER BY created_at, id")).map(Self.key(row:))
     }
   }
 
   public func revoke(id: String, at: Date) async throws -> Bool {
-    try await pool.write { db in
+    try writing { db in
       try db.cachedStatement(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").execute(
         arguments: [at.databaseValue, id])
       return db.changesCount > 0
