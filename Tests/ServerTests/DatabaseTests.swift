@@ -87,6 +87,20 @@ import Testing
   }
 
   /// A write that fails part-way leaves the tree, and everything else of its transaction, as it was.
+  /// Approver ids are stored as a JSON array; every id reads back as written, whether it takes
+  /// the quick path (no escapes) or JSON's (quotes, backslashes, slashes, controls).
+  @Test func approverIDsReadBackAsWritten() throws {
+    let lists: [[String]] = [
+      [], [""], ["bot-a"], ["bot-a", "bot-b", "carol"], ["a,b", "c\",\"d", "e"], ["back\\slash", "sl/ash"],
+      ["ünï ćødé", "😀", "tab\tand\nnewline"], ["\",\""], ["[", "]"], ["", ""],
+    ]
+    for ids in lists {
+      let text = SQLiteRepository.joinIDs(ids)
+      #expect(SQLiteRepository.splitIDs(text) == ids, "\(text)")
+      #expect(try JSONDecoder().decode([String].self, from: Data(text.utf8)) == ids)
+    }
+  }
+
   @Test func aFailedTransactionLeavesNothing() throws {
     let database = try TestDatabase()
     let before = try database.pool.read { db in try SQLiteRepository.treeSummary(db) }

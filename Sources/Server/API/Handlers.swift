@@ -201,7 +201,7 @@ struct CustodyAPIHandler: APIProtocol {
   func getApprovalRequest(
     _ input: Operations.GetApprovalRequest.Input
   ) async throws -> Operations.GetApprovalRequest.Output {
-    let request = try await custodian.existingRequest(try Self.requestID(input.path.requestId))
+    let (request, wallet) = try await custodian.existingRequestAndWallet(try Self.requestID(input.path.requestId))
     let envelope: RequestEnvelope
     do {
       envelope = try RequestEnvelope.decode(request.envelope)
@@ -212,9 +212,7 @@ struct CustodyAPIHandler: APIProtocol {
     let enrolled: [Approver]
     if case .createWallet(let configuration) = envelope.operation {
       enrolled = configuration.approvers
-    } else if let walletID = request.walletID, let wallet = try await repository.wallet(walletID),
-      let data = wallet.walletData.flatMap({ try? WalletData.decode($0) })
-    {
+    } else if let data = wallet?.walletData.flatMap({ try? WalletData.decode($0) }) {
       enrolled = data.approvers
     } else {
       enrolled = []

@@ -15,6 +15,9 @@ public protocol RequestRepository: Sendable {
   func insert(_ request: StoredRequest) async throws
   /// The request with `id` and its approvals, or nil.
   func request(_ id: String) async throws -> StoredRequest?
+  /// The request with `id`, its approvals, and the wallet it names (nil for a creation or an
+  /// unknown wallet), read in one snapshot; nil when there is no such request.
+  func requestAndWallet(_ id: String) async throws -> (request: StoredRequest, wallet: StoredWallet?)?
   /// The requests of a wallet, newest first.
   func requests(ofWallet walletID: UInt64, limit: Int) async throws -> [StoredRequest]
   /// Requests in `status`, oldest first.

@@ -85,6 +85,13 @@ public final class SQLiteRepository: CustodyRepository {
     try reading { db in try Self.request(db, id) }
   }
 
+  public func requestAndWallet(_ id: String) async throws -> (request: StoredRequest, wallet: StoredWallet?)? {
+    try reading { db in
+      guard let request = try Self.request(db, id) else { return nil }
+      return (request, try request.walletID.flatMap { try Self.wallet(db, $0) })
+    }
+  }
+
   public func requests(ofWallet walletID: UInt64, limit: Int) async throws -> [StoredRequest] {
     try reading { db in
       try Self.requests(
@@ -224,7 +231,13 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func splitIDs(_ text: String) -> [String] {
-    (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
+    // Without a backslash no id holds an escape, so none holds a quote: the array is
+    // ["a","b",...] exactly as `joinIDs` wrote it, and `","` only separates ids.
+    if text == "[]" { return [] }
+    if !text.utf8.contains(UInt8(ascii: "\\")), text.hasPrefix("[\""), text.hasSuffix("\"]"), text.utf8.count >= 4 {
+      return text.dropFirst(2).dropLast(2).split(separator: "\",\"", omittingEmptySubsequences: false).map(String.init)
+    }
+    return (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
   }
 
   static func hash(_ data: Data?) -> Hash256 {

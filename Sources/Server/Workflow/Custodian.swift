@@ -134,6 +134,11 @@ public final class Custodian: Sendable {
     } catch {
       throw internalError("reading wallet \(walletID)", error)
     }
+    return try active(stored, walletID)
+  }
+
+  /// `stored` (wallet `walletID` as read) and its decoded data; 404 when unknown, 409 when removed.
+  func active(_ stored: StoredWallet?, _ walletID: UInt64) throws(APIError) -> (StoredWallet, WalletData) {
     guard let wallet = stored else { throw APIError(.walletNotFound, "there is no wallet \(walletID)") }
     guard wallet.status == .active, let bytes = wallet.walletData else {
       throw APIError(.walletRemoved, "wallet \(walletID) was removed")
@@ -200,8 +205,8 @@ public final class Custodian: Sendable {
   // MARK: Approvals
 
   /// The approvers a request's approvals are checked against: the proposal's for a creation,
-  /// the wallet's current ones otherwise.
-  func approvers(of request: StoredRequest) async throws(APIError) -> [Approver] {
+  /// the current ones of `wallet` (the request's, read with it) otherwise.
+  func approvers(of request: StoredRequest, wallet stored: StoredWallet?) throws(APIError) -> [Approver] {
     if request.kind == .createWallet {
       guard let envelope = try? RequestEnvelope.decode(request.envelope),
         case .createWallet(let configuration) = envelope.operation
@@ -209,7 +214,7 @@ public final class Custodian: Sendable {
       return configuration.approvers
     }
     guard let walletID = request.walletID else { throw internalError("a stored request without its wallet", nil) }
-    let (wallet, data) = try await activeWallet(walletID)
+    let (wallet, data) = try active(stored, walletID)
     guard wallet.walletHash == request.baseWalletHash else {
       throw APIError(
         .requestClosed, "wallet \(walletID) changed after this request was made; it can no longer be approved")
@@ -221,7 +226,7 @@ public final class Custodian: Sendable {
   /// vault's own check), stores it, and when it completes the threshold sends the request to
   /// the vault. Returns the request afterwards.
   public func submitApproval(_ approval: Approval, to requestID: String) async throws(APIError) -> StoredRequest {
-    let request = try await existingRequest(requestID)
+    let (request, wallet) = try await existingRequestAndWallet(requestID)
     guard request.status == .awaitingApprovals else {
       throw APIError(.requestClosed, "request \(requestID) is \(request.status.rawValue): it takes no more approvals")
     }
@@ -233,7 +238,7 @@ public final class Custodian: Sendable {
         .approvalRefused, "'\(approval.approverID)' is not an approver of this request", field: "approverId",
         vaultCode: RequestError.Code.unknownApprover.name)
     }
-    let approvers = try await approvers(of: request)
+    let approvers = try approvers(of: request, wallet: wallet)
     do throws(RequestError) {
       _ = try ApprovalCheck.verify(envelope: request.envelope, approvals: [approval], approvers: approvers, required: 1)
     } catch {
@@ -265,10 +270,24 @@ public final class Custodian: Sendable {
         "request.id": "\(requestID)", "approver.id": "\(approval.approverID)",
         "request.approvals": "\(stored.approvals.count)/\(stored.threshold)",
       ])
-    if stored.status == .approved {
-      await execute(stored)
-    }
+    guard stored.status == .approved else { return stored }
+    await execute(stored)
     return try await existingRequest(requestID)
+  }
+
+  /// The request and the wallet it names (nil for a creation or an unknown wallet), read in one
+  /// snapshot; 404 when there is no such request.
+  public func existingRequestAndWallet(
+    _ requestID: String
+  ) async throws(APIError) -> (request: StoredRequest, wallet: StoredWallet?) {
+    let found: (request: StoredRequest, wallet: StoredWallet?)?
+    do {
+      found = try await repository.requestAndWallet(requestID)
+    } catch {
+      throw internalError("reading request \(requestID)", error)
+    }
+    guard let found else { throw APIError(.requestNotFound, "there is no request \(requestID)") }
+    return found
   }
 
   /// The request, or 404.
