@@ -78,6 +78,10 @@ let package = Package(
       pkgConfig: "libcrypto",
       providers: [.apt(["libssl-dev"])]
     ),
+    // Child processes that die with their parent (setpriv --pdeathsig), started and stopped one
+    // way: announcements, signals with a time limit, runs to the end, a SIGINT/SIGTERM trap.
+    // Foundation only: used by `custos` and the tests, never pulls anything into the server.
+    .target(name: "ProcessSupport"),
     // Pure model shared by every side. Depends on nothing of ours.
     .target(name: "Custody", dependencies: [crypto]),
     // PKCS #11 in Swift types: modules, devices, sessions, objects, mechanisms.
@@ -153,14 +157,16 @@ let package = Package(
     .executableTarget(
       name: "custos",
       dependencies: [
-        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", "CustosAPI", argumentParser,
-        logging, openAPIRuntime, openAPIAsyncHTTPClient, asyncHTTPClient, httpTypes,
+        "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", "CustosAPI",
+        "ProcessSupport",
+        argumentParser, logging, openAPIRuntime, openAPIAsyncHTTPClient, asyncHTTPClient, httpTypes,
       ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an
     // init-device rehearsal and running custos-hsm processes.
     .target(
-      name: "TestSupport", dependencies: ["HSMBridge", "Custody", "Ceremony", "VaultWire", logging, crypto],
+      name: "TestSupport",
+      dependencies: ["HSMBridge", "Custody", "Ceremony", "VaultWire", "ProcessSupport", logging, crypto],
       path: "Tests/TestSupport"),
     .testTarget(name: "CustodyTests", dependencies: ["Custody", "TestSupport", crypto], resources: [.copy("Vectors")]),
     .testTarget(
@@ -174,18 +180,25 @@ let package = Package(
       name: "root-state-writer", dependencies: ["Vault", "HSMBridge", "Custody", logging],
       path: "Tests/RootStateWriter"),
     .testTarget(name: "CSecp256k1Tests", dependencies: ["CSecp256k1"]),
+    // A parent for the tests of ProcessSupport: starts a child through it, then waits to be killed.
+    .executableTarget(name: "launch-parent", dependencies: ["ProcessSupport"], path: "Tests/LaunchParent"),
+    // Real child processes: they die with their parent, time limits kill, the trap stops them.
+    .testTarget(name: "ProcessSupportTests", dependencies: ["ProcessSupport", "TestSupport", "launch-parent"]),
     // The approver's key files, envelope checks and rules, without a server.
     .testTarget(name: "ApproverTests", dependencies: ["Approver", "Custody", "TestSupport", crypto]),
     .testTarget(
       name: "VaultTests",
-      dependencies: ["Vault", "HSMBridge", "Custody", "TestSupport", "root-state-writer", crypto, logging],
+      dependencies: [
+        "Vault", "HSMBridge", "Custody", "TestSupport", "ProcessSupport", "root-state-writer", crypto, logging,
+      ],
       resources: [.copy("Vectors")]
     ),
     // Starts the real custos-hsm (and custos) executables on devices from an init-device rehearsal.
     .testTarget(
       name: "DeviceServerTests",
       dependencies: [
-        "DeviceServer", "VaultWire", "Ceremony", "Vault", "HSMBridge", "Custody", "TestSupport", "custos-hsm",
+        "DeviceServer", "VaultWire", "Ceremony", "Vault", "HSMBridge", "Custody", "TestSupport", "ProcessSupport",
+        "custos-hsm",
         "custos", crypto, logging, swiftProtobuf, grpcCore,
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -197,7 +210,8 @@ let package = Package(
       name: "ServerTests",
       dependencies: [
         "Server", "CustosAPI", "VaultWire", "Custody", "TestSupport", "Ceremony", "HSMBridge", "Vault", "custos-hsm",
-        "custos-server", "custos", "Approver", openAPIRuntime, openAPIURLSession, grdb, crypto, logging,
+        "custos-server", "custos", "Approver", "ProcessSupport", openAPIRuntime, openAPIURLSession, grdb, crypto,
+        logging,
       ],
       resources: [.copy("Schemas")]
     ),

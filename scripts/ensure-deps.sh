@@ -3,6 +3,8 @@
 # which apt-get line to run (as anyone else). Called by every Makefile target that builds.
 set -euo pipefail
 
+# util-linux is essential on Debian (always installed) and listed for completeness: flock(1) for
+# the lock tests, setpriv(1) for ProcessSupport (every child Custos starts dies with its parent).
 packages=(softhsm2 libsofthsm2-dev libsecp256k1-dev libp11-kit-dev libssl-dev libargon2-dev opensc zlib1g-dev
   util-linux python3 curl)
 

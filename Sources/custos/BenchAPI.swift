@@ -2,7 +2,12 @@ import ArgumentParser
 import Custody
 import Foundation
 import Logging
+import ProcessSupport
 import Vault
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `custos bench api`: complete signing workflows through the custody server's HTTP API, from
 /// concurrent clients, against SQLite and a real device process.
@@ -22,8 +27,10 @@ struct BenchAPI: AsyncParsableCommand {
       rehearsal (--ceremony, --participants), the real custos-hsm on it unsealed by two \
       holders, the real custos-server on a SQLite file of its own with an API key, then \
       --wallets wallets created through the API; after the run it stops both and removes the \
-      directory. With --server URL --api-key FILE it uses a running server instead (its device \
-      READY; --server-pid and --device-pid add their CPU time).
+      directory. Its children stop with it: on SIGINT or SIGTERM it stops both, removes the \
+      directory and exits non-zero, and if it dies otherwise (even SIGKILL) the kernel sends \
+      them SIGTERM (util-linux setpriv --pdeathsig). With --server URL --api-key FILE it uses a \
+      running server instead (its device READY; --server-pid and --device-pid add their CPU time).
 
       It reports workflows per second, latency percentiles of a whole workflow and of each \
       HTTP step, the CPU time of this process, the server and the device per workflow \
@@ -122,6 +129,8 @@ struct BenchAPI: AsyncParsableCommand {
     }
 
     var world: BenchAPIWorld? = nil
+    var trap: TerminationTrap? = nil
+    defer { trap?.cancel() }
     let baseURL: String
     let key: String
     var serverPID = self.serverPID
@@ -136,6 +145,12 @@ struct BenchAPI: AsyncParsableCommand {
       if !json { say("starting the world: init-device rehearsal, custos-hsm, unseal, custos-server ...") }
       let made = try BenchAPIWorld(logger: logger)
       world = made
+      trap = TerminationTrap { signal in
+        say("signal \(signal): stopping custos-server and custos-hsm")
+        made.close()
+        say("stopped; the throw-away world is removed")
+        Glibc.exit(128 + signal)
+      }
       do {
         try await made.start(ceremony: ceremony, participants: participants)
       } catch {

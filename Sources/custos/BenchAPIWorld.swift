@@ -3,6 +3,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import ProcessSupport
 import Vault
 import VaultWire
 
@@ -13,11 +14,15 @@ import Glibc
 /// The throw-away world of `custos bench api`: a directory under the system's temporary
 /// directory holding an init-device rehearsal (the ceremony the tests rehearse), the real
 /// `custos-hsm` on it, unsealed by two holders, and the real `custos-server` on a SQLite file
-/// of its own with one API key of every scope. Everything is stopped and removed by `close()`.
+/// of its own with one API key of every scope. Everything is stopped and removed by `close()`;
+/// both children also die with this process, however it ends (`ChildProcess`).
 final class BenchAPIWorld: @unchecked Sendable {
   let directory: String
-  private(set) var hsm: ChildProcess?
-  private(set) var server: ChildProcess?
+  private let lock = NSLock()
+  private var children = [String: ChildProcess]()
+  private var closed = false
+  var hsm: ChildProcess? { lock.withLock { children["custos-hsm"] } }
+  var server: ChildProcess? { lock.withLock { children["custos-server"] } }
   /// `http://127.0.0.1:PORT`.
   private(set) var baseURL = ""
   /// The API key (all scopes) made with `custos-server keys create`.
@@ -60,26 +65,39 @@ final class BenchAPIWorld: @unchecked Sendable {
     ceremonySeconds = seconds(ContinuousClock.now - began)
 
     let started = ContinuousClock.now
-    let hsm = try ChildProcess.launch(
-      "custos-hsm", ["--device", directory + "/device", "--socket", socket], errorFile: directory + "/custos-hsm.log")
-    self.hsm = hsm
+    _ = try launch("custos-hsm", ["--device", directory + "/device", "--socket", socket])
     try await unseal(people)
 
-    let keys = try ChildProcess.run(
-      "custos-server", ["keys", "create", "--database", database, "--name", "bench-api", "--scope", "all"])
+    let arguments = ["keys", "create", "--database", database, "--name", "bench-api", "--scope", "all"]
+    let keys = try ChildProcess.run(siblingExecutable("custos-server"), arguments).checked("custos-server", arguments)
     apiKey = keys.trimmingCharacters(in: .whitespacesAndNewlines)
     guard apiKey.hasPrefix("custos-ak1-") else { throw CommandFailure("custos-server keys create printed no key") }
 
     let credential = people.cryptoUserCredential
-    let server = try ChildProcess.launch(
+    baseURL = try launch(
       "custos-server",
       [
         "serve", "--port", "0", "--database", database, "--socket", socket, "--cu-credential", credential,
         "--poll-ms", "100",
-      ], errorFile: directory + "/custos-server.log")
-    self.server = server
-    baseURL = server.announced
+      ])
     startSeconds = seconds(ContinuousClock.now - started)
+  }
+
+  /// Starts `name` (beside this executable) as a child of the world, its standard error into
+  /// `NAME.log`, and waits (at most a minute) until it announces `listening on ADDRESS`; ADDRESS.
+  private func launch(_ name: String, _ arguments: [String]) throws -> String {
+    let child = ChildProcess(
+      executable: siblingExecutable(name), arguments: arguments, standardErrorPath: directory + "/\(name).log")
+    try lock.withLock {
+      // A world closed by a signal while it was starting starts nothing more.
+      guard !closed else { throw CommandFailure("stopped before \(name) started") }
+      children[name] = child
+    }
+    do {
+      return try child.startAndAwaitAnnouncement()
+    } catch let error as ChildProcessError where error.code == .notExecutable {
+      throw CommandFailure("\(error) (build it: swift build -c release)")
+    }
   }
 
   /// Two holders of the participants file submit their shares.
@@ -102,91 +120,24 @@ final class BenchAPIWorld: @unchecked Sendable {
     }
   }
 
-  /// Stops the server, then the device (SIGTERM, each waited for), and removes the directory.
+  /// Stops the server, then the device (SIGTERM; each killed when it has not exited within a
+  /// minute), and removes the directory. Only the first call does anything: a signal's trap
+  /// and the command's own end may both call it.
   func close() {
-    server?.stop()
-    hsm?.stop()
+    let running: [String: ChildProcess]? = lock.withLock {
+      if closed { return nil }
+      closed = true
+      return children
+    }
+    guard let running else { return }
+    for name in ["custos-server", "custos-hsm"] {
+      guard let child = running[name], child.pid != 0 else { continue }
+      let ended = child.signalAndAwaitExit(SIGTERM)
+      if ended.killedAfterLimit {
+        logger.warning(
+          "\(name) did not stop within a minute of SIGTERM: killed", metadata: ["process.pid": "\(child.pid)"])
+      }
+    }
     try? FileManager.default.removeItem(atPath: directory)
-  }
-}
-
-/// A child process of this command (custos-hsm, custos-server), found beside this executable.
-final class ChildProcess: @unchecked Sendable {
-  let process: Process
-  /// What it announced it listens on (`listening on ADDRESS`).
-  let announced: String
-  let errorFile: String
-
-  var pid: pid_t { process.processIdentifier }
-
-  private init(process: Process, announced: String, errorFile: String) {
-    self.process = process
-    self.announced = announced
-    self.errorFile = errorFile
-  }
-
-  /// `name` beside this executable.
-  static func executable(_ name: String) -> String {
-    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-      .appendingPathComponent(name).path
-  }
-
-  /// Starts `name` with `arguments`, its standard error into `errorFile`, and waits (at most a
-  /// minute) until it prints `listening on ADDRESS` on standard output.
-  static func launch(_ name: String, _ arguments: [String], errorFile: String) throws -> ChildProcess {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable(name))
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    _ = FileManager.default.createFile(atPath: errorFile, contents: nil)
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorFile))
-    do {
-      try process.run()
-    } catch {
-      throw CommandFailure("cannot start \(executable(name)): \(error) (build it: swift build -c release)")
-    }
-    let watchdog = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
-    var text = ""
-    while !(text.contains("listening on ") && text.hasSuffix("\n")) {
-      let chunk = output.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      text += String(decoding: chunk, as: UTF8.self)
-    }
-    watchdog.cancel()
-    guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
-      process.waitUntilExit()
-      let errors = (try? String(contentsOfFile: errorFile, encoding: .utf8)) ?? ""
-      throw CommandFailure(
-        "\(name) exited with \(process.terminationStatus) before listening: \(errors.suffix(2000))")
-    }
-    return ChildProcess(process: process, announced: String(line.split(separator: " ").last!), errorFile: errorFile)
-  }
-
-  /// Runs `name` to its end; its standard output (a failure names its standard error).
-  static func run(_ name: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable(name))
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let text = output.fileHandleForReading.readDataToEndOfFile()
-    let errorText = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-      throw CommandFailure(
-        "\(name) \(arguments.prefix(2).joined(separator: " ")) failed: \(String(decoding: errorText, as: UTF8.self))")
-    }
-    return String(decoding: text, as: UTF8.self)
-  }
-
-  /// SIGTERM and wait.
-  func stop() {
-    if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-    process.waitUntilExit()
   }
 }

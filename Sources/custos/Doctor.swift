@@ -2,6 +2,7 @@ import ArgumentParser
 import CSecp256k1
 import Foundation
 import HSMBridge
+import ProcessSupport
 
 /// Checks that this machine can run Custos, and says what to do about anything missing.
 struct Doctor: AsyncParsableCommand {
@@ -73,6 +74,13 @@ struct Doctor: AsyncParsableCommand {
         name: "pkcs11-tool", ok: tool,
         detail: tool ? "/usr/bin/pkcs11-tool (opensc), for testers' own checks" : "not found",
         fix: tool ? nil : "apt-get install -y opensc"))
+
+    let setpriv = ChildProcess.setpriv
+    checks.append(
+      Check(
+        name: "setpriv", ok: setpriv != nil,
+        detail: setpriv.map { "\($0) (util-linux): children of custos bench api die with it" } ?? "not found",
+        fix: setpriv == nil ? "apt-get install -y util-linux" : nil))
 
     if let device { checks += Self.checkDevice(device) }
 

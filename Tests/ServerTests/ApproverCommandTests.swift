@@ -1,6 +1,7 @@
 import Custody
 import Foundation
 import GRDB
+import ProcessSupport
 import TestSupport
 import Testing
 
@@ -43,14 +44,14 @@ import Glibc
     }
   }
 
-  static func custos(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+  static func custos(_ arguments: [String]) throws -> ChildProcess.Completion {
     try runProcess(builtExecutable("custos"), arguments)
   }
 
   /// `custos approve` (or `custos passkey approve` for a passkey file) of one request.
   static func approve(
     _ stack: Stack, _ key: String, _ requestID: String, extra: [String] = [], server: String? = nil
-  ) throws -> (status: Int32, output: String, error: String) {
+  ) throws -> ChildProcess.Completion {
     let command = key.hasSuffix(".passkey") ? ["passkey", "approve"] : ["approve"]
     return try custos(command + ["--server", server ?? stack.api.baseURL, "--key", key] + extra + [requestID])
   }
@@ -191,23 +192,18 @@ import Glibc
     #expect(keyless.status != 0 && keyless.error.contains("CUSTOS_API_KEY"))
 
     // As a loop: it approves a request made while it runs, then stops on SIGTERM with exit 0.
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: builtExecutable("custos"))
-    process.arguments = auto + ["--interval", "0.1"]
+    let loop = ChildProcess(executable: builtExecutable("custos"), arguments: auto + ["--interval", "0.1"])
     let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    loop.process.standardOutput = output
+    loop.process.standardError = FileHandle.nullDevice
+    try loop.start()
     let later = try await stack.api.transfer(walletID, nonce: 3)
     let deadline = Date().addingTimeInterval(30)
     while try Self.storedApprovals(stack, later).isEmpty, Date() < deadline {
       try await Task.sleep(for: .milliseconds(50))
     }
     #expect(try Self.storedApprovals(stack, later) == ["bot-a"])
-    kill(process.processIdentifier, SIGTERM)
-    process.waitUntilExit()
-    #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+    #expect(loop.signalAndAwaitExit(SIGTERM).succeeded)
     let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     #expect(text.contains("approved \(later)") && text.contains("stopped: 1 approved, 2 refused"), "\(text)")
     // The refused requests stay refused by it (judged once) and unapproved.
@@ -218,25 +214,18 @@ import Glibc
 /// scripts/tampering-proxy.py: a compromised server in front of the real one (real HTTP), which
 /// alters only what the approval route tells approvers.
 final class TamperingProxy: @unchecked Sendable {
-  let process = Process()
-  private(set) var url = ""
+  let child: ChildProcess
+  let url: String
   private let logs: TemporaryDirectory
 
   init(upstream: String, mode: String) throws {
     logs = try TemporaryDirectory("custos-proxy")
-    let errors = logs.appending("stderr")
-    _ = FileManager.default.createFile(atPath: errors, contents: nil)
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", repositoryRoot + "/scripts/tampering-proxy.py", upstream, mode]
-    guard let address = try launchAndAwaitAnnouncement(process, errorPath: errors) else {
-      throw TestSupportError(
-        "the tampering proxy did not start: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
-    }
-    url = address
+    child = ChildProcess(
+      executable: "/usr/bin/env",
+      arguments: ["python3", repositoryRoot + "/scripts/tampering-proxy.py", upstream, mode],
+      standardErrorPath: logs.appending("stderr"))
+    url = try child.startAndAwaitAnnouncement()
   }
 
-  func stop() {
-    if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-    process.waitUntilExit()
-  }
+  func stop() { child.signalAndAwaitExit(SIGTERM) }
 }

@@ -1,6 +1,11 @@
 import Foundation
+import ProcessSupport
 import TestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `custos bench api` as a user runs it: the real executable, which builds its own throw-away
 /// world (rehearsal, custos-hsm, custos-server, SQLite), with tiny numbers and `--json`.
@@ -97,6 +102,69 @@ import Testing
     #expect(report.checks.deviceEpoch >= 3)
     // The in-process vault measured in the same run, for the ratio.
     #expect((report.vault?.signaturesPerSecond ?? 0) > 0 && (report.vault?.rawCryptoPerSecond ?? 0) > 0)
+  }
+
+  /// The processes whose parent is `pid`, by name (/proc/PID/comm).
+  static func children(of pid: pid_t) -> [String: pid_t] {
+    var found = [String: pid_t]()
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+      guard let candidate = pid_t(entry),
+        let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")"),
+        stat[stat.index(after: close)...].split(separator: " ").dropFirst().first == "\(pid)"[...],
+        let name = try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8)
+      else { continue }
+      found[name.trimmingCharacters(in: .whitespacesAndNewlines)] = candidate
+    }
+    return found
+  }
+
+  /// A bench killed while it runs leaves no child behind: on SIGTERM it stops custos-server and
+  /// custos-hsm itself, removes its directory and exits 143; on SIGKILL the kernel stops them.
+  @Test(arguments: [SIGTERM, SIGKILL])
+  func itsChildrenStopWithIt(signal: Int32) async throws {
+    let logs = try TemporaryDirectory("custos-bench-logs")
+    let bench = ChildProcess(
+      executable: builtExecutable("custos"),
+      arguments: [
+        "bench", "api", "--clients", "1", "--wallets", "1", "--workflows", "1000000", "--warmup", "0",
+        "--raw-wallets", "0", "--ceremony", repositoryRoot + "/Ceremonies/init-device.yaml",
+        "--participants", repositoryRoot + "/Ceremonies/participants.example.yaml",
+      ], standardErrorPath: logs.appending("stderr"))
+    bench.process.standardOutput = FileHandle.nullDevice
+    try bench.start()
+    // The world is up once it creates wallets through the server's API.
+    let deadline = Date().addingTimeInterval(300)
+    while !bench.standardError.contains("creating 1 wallets"), bench.isRunning, Date() < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    let children = Self.children(of: bench.pid)
+    let hsm = try #require(children["custos-hsm"], "\(children) \(bench.standardError)")
+    let server = try #require(children["custos-server"], "\(children) \(bench.standardError)")
+    let arguments = try String(contentsOfFile: "/proc/\(hsm)/cmdline", encoding: .utf8).split(separator: "\0")
+    let device = try #require(arguments.firstIndex(of: "--device").map { String(arguments[$0 + 1]) })
+    let world = URL(fileURLWithPath: device).deletingLastPathComponent().path
+    #expect(FileManager.default.fileExists(atPath: world + "/hsm.sock"))
+    defer { try? FileManager.default.removeItem(atPath: world) }
+
+    let ended = bench.signalAndAwaitExit(signal)
+    #expect(
+      eventually { !isLiveProcess(hsm) && !isLiveProcess(server) },
+      "a child outlived custos bench api (signal \(signal))")
+    if signal == SIGTERM {
+      #expect(ended.reason == .exit && ended.status == 128 + SIGTERM && !ended.killedAfterLimit)
+      #expect(bench.standardError.contains("stopped; the throw-away world is removed"), "\(bench.standardError)")
+      #expect(!FileManager.default.fileExists(atPath: world))
+    } else {
+      #expect(ended.reason == .uncaughtSignal && ended.status == SIGKILL)
+    }
+    // The device's lock is free again (flock(1) takes it) and custos-hsm removed its socket:
+    // it stopped as on any SIGTERM.
+    if signal == SIGKILL {
+      #expect(!FileManager.default.fileExists(atPath: world + "/hsm.sock"))
+      let lock = try runProcess("/usr/bin/flock", ["--nonblock", "--exclusive", device + "/device.lock", "true"])
+      #expect(lock.status == 0, "\(lock.error)")
+    }
   }
 
   @Test func refusesAServerWithoutItsKey() throws {

@@ -2,6 +2,7 @@ import Custody
 import Foundation
 import GRDB
 import Logging
+import ProcessSupport
 import Synchronization
 import TestSupport
 import Testing
@@ -14,50 +15,34 @@ import FoundationNetworking
 import Glibc
 #endif
 
-/// A running `custos-server serve` child process on a loopback port.
+/// A running `custos-server serve` child process on a loopback port (it dies with the tests).
 final class ServerProcess: @unchecked Sendable {
-  let process = Process()
+  let child: ChildProcess
   /// `http://127.0.0.1:PORT`.
-  private(set) var baseURL = ""
+  let baseURL: String
   private let logs: TemporaryDirectory
-  private let errorPath: String
 
   /// Starts the server on `database` against the device socket, and waits until it listens.
   /// `environment` adds variables (fault injection).
   init(database: String, socket: String, credential: String, environment: [String: String] = [:]) throws {
     logs = try TemporaryDirectory("custos-server-logs")
-    errorPath = logs.appending("stderr")
-    _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-    process.executableURL = URL(fileURLWithPath: builtExecutable("custos-server"))
-    process.arguments = [
-      "serve", "--port", "0", "--database", database, "--socket", socket, "--cu-credential", credential,
-      "--poll-ms", "50",
-    ]
     var variables = ProcessInfo.processInfo.environment
     variables["CUSTOS_LOG_LEVEL"] = "info"
     for (key, value) in environment { variables[key] = value }
-    process.environment = variables
-    guard let address = try launchAndAwaitAnnouncement(process, errorPath: errorPath) else {
-      throw TestSupportError(
-        "custos-server exited with \(process.terminationStatus) before listening: \(standardError)")
-    }
-    baseURL = address
+    child = ChildProcess(
+      executable: builtExecutable("custos-server"),
+      arguments: [
+        "serve", "--port", "0", "--database", database, "--socket", socket, "--cu-credential", credential,
+        "--poll-ms", "50",
+      ], environment: variables, standardErrorPath: logs.appending("stderr"))
+    baseURL = try child.startAndAwaitAnnouncement()
   }
 
-  var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+  var standardError: String { child.standardError }
 
-  /// Sends `signal` and waits for the exit.
+  /// Sends `signal` and waits for the exit (a minute at most, then SIGKILL).
   @discardableResult
-  func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
-    signalAndAwaitExit(process, signal)
-  }
-
-  deinit {
-    if process.isRunning {
-      kill(process.processIdentifier, SIGKILL)
-      process.waitUntilExit()
-    }
-  }
+  func stop(_ signal: Int32 = SIGTERM) -> Termination { child.signalAndAwaitExit(signal) }
 }
 
 /// An HTTP answer.

@@ -3,7 +3,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
-import Synchronization
+import ProcessSupport
 import VaultWire
 
 #if canImport(Glibc)
@@ -24,10 +24,7 @@ public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComp
   .deletingLastPathComponent().path
 
 /// An executable built beside this test binary (`custos-hsm`, `custos`).
-public func builtExecutable(_ name: String) -> String {
-  URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-    .appendingPathComponent(name).path
-}
+public func builtExecutable(_ name: String) -> String { siblingExecutable(name) }
 
 /// The unseal passwords of the example participants file.
 public let holderPasswords = [
@@ -105,67 +102,36 @@ public struct DeviceCopy {
   public var device: String { directory.appending("device") }
 }
 
-/// Runs `process` with its standard error into `errorPath`, and reads its standard output until
-/// it prints a line with `listening on ADDRESS` (custos-hsm and custos-server both do); returns
-/// ADDRESS, or nil when the process exited first (it has then been waited for). A process that
-/// never announces is killed after a minute, so a broken start fails the test instead of hanging it.
-public func launchAndAwaitAnnouncement(_ process: Process, errorPath: String) throws -> String? {
-  let output = Pipe()
-  process.standardOutput = output
-  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-  try process.run()
-  let started = process
-  let announced = Flag()
-  DispatchQueue.global().asyncAfter(deadline: .now() + 60) {
-    if !announced.value.withLock({ $0 }) && started.isRunning { kill(started.processIdentifier, SIGKILL) }
-  }
-  var text = ""
-  while !text.contains("listening on ") || !text.hasSuffix("\n") {
-    let chunk = output.fileHandleForReading.availableData
-    if chunk.isEmpty { break }
-    text += String(decoding: chunk, as: UTF8.self)
-  }
-  guard let line = text.split(separator: "\n").first(where: { $0.contains("listening on ") }) else {
-    process.waitUntilExit()
-    return nil
-  }
-  announced.value.withLock { $0 = true }
-  return String(line.split(separator: " ").last!)
-}
-
 /// How long a test's call to a device may take: generous, because an unseal is Argon2id at
 /// 64 MiB and several suites unseal their devices at once on a loaded two-core machine (30 s,
 /// the client's default, was exceeded there). A call that never answers still fails.
 public let testCallTimeout: Duration = .seconds(180)
 
-/// A running `custos-hsm` child process.
+/// A running `custos-hsm` child process (it dies with the test process).
 public final class HSMProcess: @unchecked Sendable {
-  public let process = Process()
+  public let child: ChildProcess
+  /// The Foundation process of `child`.
+  public var process: Process { child.process }
   /// What it announced it listens on (`unix:PATH` or `tls:HOST:PORT`).
-  public private(set) var address = ""
+  public let address: String
   public let socket: String?
-  private let errorPath: String
   private let logs: TemporaryDirectory
 
   /// Starts custos-hsm on `device` and waits until it listens. `extra` are further arguments.
   public init(device: String, socket: String?, extra: [String] = []) throws {
     logs = try TemporaryDirectory("custos-hsm-logs")
-    errorPath = logs.appending("stderr")
-    _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
     self.socket = socket
-    process.executableURL = URL(fileURLWithPath: builtExecutable("custos-hsm"))
-    process.arguments = ["--device", device] + (socket.map { ["--socket", $0] } ?? []) + extra
     var environment = ProcessInfo.processInfo.environment
     environment["CUSTOS_LOG_LEVEL"] = "info"
-    process.environment = environment
-    guard let announced = try launchAndAwaitAnnouncement(process, errorPath: errorPath) else {
-      throw HSMStartFailure(status: process.terminationStatus, errors: standardError)
-    }
-    address = announced
+    child = ChildProcess(
+      executable: builtExecutable("custos-hsm"),
+      arguments: ["--device", device] + (socket.map { ["--socket", $0] } ?? []) + extra, environment: environment,
+      standardErrorPath: logs.appending("stderr"))
+    address = try child.startAndAwaitAnnouncement()
   }
 
   /// What it wrote on standard error so far.
-  public var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+  public var standardError: String { child.standardError }
 
   /// A client on its socket.
   public func client() throws -> VaultClient {
@@ -173,49 +139,29 @@ public final class HSMProcess: @unchecked Sendable {
     return try VaultClient(endpoint: .unixSocket(path: socket), timeout: testCallTimeout)
   }
 
-  /// Sends `signal` and waits for the exit; the exit status (or the signal that ended it).
+  /// Sends `signal` and waits for the exit (a minute at most, then SIGKILL): how it ended.
   @discardableResult
-  public func stop(_ signal: Int32 = SIGTERM) -> (status: Int32, reason: Process.TerminationReason) {
-    signalAndAwaitExit(process, signal)
-  }
-
-  deinit {
-    if process.isRunning {
-      kill(process.processIdentifier, SIGKILL)
-      process.waitUntilExit()
-    }
-  }
+  public func stop(_ signal: Int32 = SIGTERM) -> Termination { child.signalAndAwaitExit(signal) }
 }
 
-/// Sends `signal` to a child and waits for its exit, at most `limit` seconds: a child that
-/// does not exit by then is killed (SIGKILL), so a shutdown that hangs fails the test that
-/// checks the exit instead of hanging the whole run. The exit status, or the signal that ended it.
-@discardableResult
-public func signalAndAwaitExit(
-  _ process: Process, _ signal: Int32, limit: TimeInterval = 60
-) -> (status: Int32, reason: Process.TerminationReason) {
-  if process.isRunning { kill(process.processIdentifier, signal) }
-  let deadline = Date().addingTimeInterval(limit)
-  while process.isRunning, Date() < deadline { usleep(20_000) }
-  if process.isRunning {
-    FileHandle.standardError.write(
-      Data("child \(process.processIdentifier) did not exit within \(Int(limit)) s of signal \(signal): killed\n".utf8))
-    kill(process.processIdentifier, SIGKILL)
+/// Whether process `pid` runs: it exists and is not a zombie (an orphan's zombie waits for
+/// whoever adopted it; it runs nothing and holds no lock, socket or port).
+public func isLiveProcess(_ pid: pid_t) -> Bool {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex
+  else { return false }
+  return !["Z", "X"].contains(stat[stat.index(close, offsetBy: 2)])
+}
+
+/// Polls `condition` every 5 ms until it holds or `seconds` have passed; whether it held. For
+/// what happens soon but not at once (a killed parent's child ending), without a fixed sleep.
+public func eventually(within seconds: Double = 60, _ condition: () -> Bool) -> Bool {
+  let deadline = Date().addingTimeInterval(seconds)
+  while !condition() {
+    if Date() > deadline { return false }
+    usleep(5_000)
   }
-  process.waitUntilExit()
-  return (process.terminationStatus, process.terminationReason)
-}
-
-/// A flag shared with a timer.
-private final class Flag: Sendable {
-  let value = Mutex(false)
-}
-
-/// custos-hsm exited before it listened.
-public struct HSMStartFailure: Error, CustomStringConvertible {
-  public let status: Int32
-  public let errors: String
-  public var description: String { "custos-hsm exited with \(status) before listening: \(errors)" }
+  return true
 }
 
 /// A short socket path (Unix socket paths are limited to 107 bytes).

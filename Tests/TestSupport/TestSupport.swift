@@ -2,6 +2,7 @@ import Custody
 import Foundation
 import HSMBridge
 import Logging
+import ProcessSupport
 
 // Shared by the test targets: temporary directories and real SoftHSM devices in them.
 
@@ -22,28 +23,10 @@ public final class TemporaryDirectory: @unchecked Sendable {
   public func appending(_ component: String) -> String { path + "/" + component }
 }
 
-/// Runs `executable` to completion with no standard input; its status, standard output and
-/// standard error.
-public func runProcess(
-  _ executable: String, _ arguments: [String]
-) throws -> (status: Int32, output: String, error: String) {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  let directory = try TemporaryDirectory("custos-process")
-  let outputPath = directory.appending("out")
-  let errorPath = directory.appending("err")
-  _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-  _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-  process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-  process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-  process.standardInput = FileHandle.nullDevice
-  try process.run()
-  process.waitUntilExit()
-  return (
-    process.terminationStatus, try String(contentsOfFile: outputPath, encoding: .utf8),
-    try String(contentsOfFile: errorPath, encoding: .utf8)
-  )
+/// Runs `executable` to completion with no standard input (it dies with the test process);
+/// its end, standard output and standard error.
+public func runProcess(_ executable: String, _ arguments: [String]) throws -> ChildProcess.Completion {
+  try ChildProcess.run(executable, arguments)
 }
 
 public enum TestPINs {

@@ -1,6 +1,7 @@
 import Custody
 import Foundation
 import HSMBridge
+import ProcessSupport
 import TestSupport
 import Testing
 import Vault
@@ -15,10 +16,7 @@ private func writerState(_ epoch: UInt64) -> RootState {
 
 @Suite(.serialized) struct RootStateCrashTests {
   /// The writer built beside this test binary.
-  static var writer: URL {
-    URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-      .appendingPathComponent("root-state-writer")
-  }
+  static var writer: String { builtExecutable("root-state-writer") }
 
   @Test func aWriterKilledAtRandomPointsAlwaysLeavesTheOldOrTheNewEpoch() throws {
     let (directory, path) = try TestDevice.createClosed(partitions: ["custody"]) { device in
@@ -31,15 +29,13 @@ private func writerState(_ epoch: UInt64) -> RootState {
     var previous: UInt64 = 0
     var sawCommits = 0
     for round in 0..<40 {
-      let child = Process()
-      child.executableURL = Self.writer
-      child.arguments = [path]
+      let child = ChildProcess(executable: Self.writer, arguments: [path])
       let input = Pipe()
       let output = Pipe()
-      child.standardInput = input
-      child.standardOutput = output
-      child.standardError = FileHandle.nullDevice
-      try child.run()
+      child.process.standardInput = input
+      child.process.standardOutput = output
+      child.process.standardError = FileHandle.nullDevice
+      try child.start()
       input.fileHandleForWriting.write(Data((TestPINs.user + "\n").utf8))
       try input.fileHandleForWriting.close()
       // Wait until it has opened the store, then let it commit for a random while.
@@ -51,8 +47,7 @@ private func writerState(_ epoch: UInt64) -> RootState {
       }
       #expect(text.hasPrefix("opened \(previous)\n"), "round \(round): the writer reopened at \(text.prefix(40))")
       usleep(UInt32.random(in: 0...25_000, using: &random))
-      kill(child.processIdentifier, SIGKILL)
-      child.waitUntilExit()
+      child.signalAndAwaitExit(SIGKILL)
       text += String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
       let lines = text.split(separator: "\n")
       #expect(
