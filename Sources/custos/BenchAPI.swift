@@ -119,7 +119,7 @@ struct BenchAPI: AsyncParsableCommand {
       let raw = try await ApproveBenchmark(
         options: .init(
           wallets: rawWallets, rounds: rawRounds, concurrency: 32, sessions: cores, stageIterations: 200,
-          linger: .milliseconds(1), boundSeconds: 1),
+          linger: CustodyVault.defaultLinger, boundSeconds: 1),
         logger: logger
       ).run()
       report.vault = .init(

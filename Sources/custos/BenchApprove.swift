@@ -53,7 +53,7 @@ struct BenchApprove: AsyncParsableCommand {
 
   @Option(
     name: .customLong("linger-us"), help: "Longest a token write waits for requests still under way (microseconds).")
-  var lingerMicroseconds = 1_000
+  var lingerMicroseconds = Int(CustodyVault.defaultLinger / .microseconds(1))
 
   @Option(help: "A running device's Unix socket: run the same workload against it too (it must be READY).")
   var socket: String?
@@ -110,7 +110,7 @@ struct BenchApprove: AsyncParsableCommand {
         options: .init(
           wallets: wallets, rounds: rounds, concurrency: concurrency, sessions: socket == nil ? sessions : cores,
           stageIterations: stageIterations,
-          linger: socket == nil ? .microseconds(lingerMicroseconds) : .milliseconds(1),
+          linger: socket == nil ? .microseconds(lingerMicroseconds) : CustodyVault.defaultLinger,
           boundSeconds: boundSeconds),
         logger: logger
       ).run()

@@ -35,7 +35,8 @@ public struct ApproveBenchmark {
 
     public init(
       wallets: Int = 2_000, rounds: Int = 3, concurrency: Int = 32, sessions: Int = 2, stageIterations: Int = 500,
-      linger: Duration = .milliseconds(1), scratchDirectory: String = NSTemporaryDirectory(), boundSeconds: Double = 2
+      linger: Duration = CustodyVault.defaultLinger, scratchDirectory: String = NSTemporaryDirectory(),
+      boundSeconds: Double = 2
     ) {
       self.boundSeconds = boundSeconds
       self.linger = linger

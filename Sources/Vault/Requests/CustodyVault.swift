@@ -37,6 +37,13 @@ public final class CustodyVault: Sendable {
   let clock: any VaultClock
   let logger: Logger
 
+  /// How long a token write waits, at most, for requests still under way (never when none is,
+  /// and it stops waiting when the last of them is applied). Measured with `custos bench
+  /// approve --linger-us`: at 32 concurrent requests, 5 ms made batches of 13 (1 ms: 3) and gave
+  /// 2,600 signatures/s at 12 ms p50 against 1,850/s at 16 ms: fewer token writes leave the
+  /// cores to the requests, so the wait costs no latency under load.
+  public static let defaultLinger: Duration = .milliseconds(5)
+
   /// A vault over the custody partition `session` is logged into (as the user): it opens the
   /// root state there (committing with `session`, flushing `syncDirectory`, the partition's
   /// token directory, after each write) and `sessions` more sessions beside it for requests.
@@ -47,7 +54,7 @@ public final class CustodyVault: Sendable {
   /// operations (SoftHSM keeps every destroyed sealing key until `C_Finalize`).
   public init(
     session: Session, syncDirectory: String?, sessions: Int = ProcessInfo.processInfo.activeProcessorCount,
-    window: Int = 4096, linger: Duration = .milliseconds(1), addWait: Duration = .seconds(2),
+    window: Int = 4096, linger: Duration = CustodyVault.defaultLinger, addWait: Duration = .seconds(2),
     clock: any VaultClock = SystemVaultClock(), recycling: SessionRecycling? = nil, logger: Logger
   ) throws {
     let store = try RootStateStore.open(session: session, syncDirectory: syncDirectory, logger: logger)
