@@ -53,7 +53,7 @@ final class CustodyHarness: @unchecked Sendable {
   /// creations of the wallet ids before its own.
   init(
     clock: any VaultClock = TestClock(noon), sessions: Int = 2, window: Int = 4096, renewAfter: Int? = nil,
-    addWait: Duration = .seconds(2)
+    addWait: Duration = .seconds(2), linger: Duration = CustodyVault.defaultLinger
   ) throws {
     device = try TestDevice(partitions: ["custody"], profile: "custody")
     session = try device.userSession("custody")
@@ -68,7 +68,7 @@ final class CustodyHarness: @unchecked Sendable {
     }
     vault = try CustodyVault(
       session: session, syncDirectory: device.device.tokenDirectory(ofPartition: "custody"), sessions: sessions,
-      window: window, addWait: addWait, clock: clock, recycling: recycling, logger: testLogger)
+      window: window, linger: linger, addWait: addWait, clock: clock, recycling: recycling, logger: testLogger)
     mirrorState = try VaultTreeMirror(store: InMemoryMerkleNodeStore())
   }
 

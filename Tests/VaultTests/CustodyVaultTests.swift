@@ -190,7 +190,11 @@ import Testing
   /// of date when they arrive: every one is signed, batches hold several changes, every result
   /// comes after its root is durable, and the server's mirror ends at the vault's root.
   @Test func groupCommitWithRebasedProofs() async throws {
-    let harness = try CustodyHarness(sessions: 3)
+    // A linger far longer than any request: a token write then waits until no request is under
+    // way (it stops waiting the moment the last one is applied), so batches form however slowly
+    // a debug build on a busy machine checks and signs. With the 5 ms default a batch still
+    // depends on two requests finishing within 5 ms of each other (seen failing once in CI).
+    let harness = try CustodyHarness(sessions: 3, linger: .seconds(30))
     var wallets = [(id: UInt64, approvers: TestApprovers)]()
     for index in 0..<12 {
       let approvers = try TestApprovers(seed: "wallet \(index)")
