@@ -280,26 +280,27 @@ public final class Custodian: Sendable {
   public func existingRequestAndWallet(
     _ requestID: String
   ) async throws(APIError) -> (request: StoredRequest, wallet: StoredWallet?) {
-    let found: (request: StoredRequest, wallet: StoredWallet?)?
+    try await existing(requestID) { try await repository.requestAndWallet(requestID) }
+  }
+
+  /// The request, or 404.
+  public func existingRequest(_ requestID: String) async throws(APIError) -> StoredRequest {
+    try await existing(requestID) { try await repository.request(requestID) }
+  }
+
+  /// What `read` found of request `requestID`: 404 when nothing, an internal error when the
+  /// read failed.
+  private func existing<Found>(
+    _ requestID: String, _ read: () async throws -> Found?
+  ) async throws(APIError) -> Found {
+    let found: Found?
     do {
-      found = try await repository.requestAndWallet(requestID)
+      found = try await read()
     } catch {
       throw internalError("reading request \(requestID)", error)
     }
     guard let found else { throw APIError(.requestNotFound, "there is no request \(requestID)") }
     return found
-  }
-
-  /// The request, or 404.
-  public func existingRequest(_ requestID: String) async throws(APIError) -> StoredRequest {
-    let found: StoredRequest?
-    do {
-      found = try await repository.request(requestID)
-    } catch {
-      throw internalError("reading request \(requestID)", error)
-    }
-    guard let request = found else { throw APIError(.requestNotFound, "there is no request \(requestID)") }
-    return request
   }
 
   /// Withdraws a request still awaiting approvals (or approved and waiting for the device).
