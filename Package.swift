@@ -128,7 +128,9 @@ let package = Package(
     // The custody API as openapi.yaml describes it: the generated types, server protocol and
     // client (committed; scripts/regenerate-openapi.sh rebuilds them). Shared by the server and
     // its clients (tests, the approver tools), so a client never links the server's database.
-    .target(name: "CustosAPI", dependencies: [openAPIRuntime, httpTypes], exclude: ["openapi-generator-config.yaml"]),
+    .target(
+      name: "CustosAPI", dependencies: ["Custody", openAPIRuntime, httpTypes],
+      exclude: ["openapi-generator-config.yaml"]),
     // The custody server: the HTTP API, the database with the full Merkle tree, the approval
     // workflow, intents and reconciliation with the device. Reaches the device only through
     // VaultWire: never HSMBridge, CPKCS11, Vault, Ceremony or DeviceServer (a test checks the

@@ -1,3 +1,4 @@
+import Custody
 import Foundation
 import OpenAPIRuntime
 
@@ -13,8 +14,8 @@ public struct RFC3339DateTranscoder: DateTranscoder {
     let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
     let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
     let secondOfDay = Int(seconds - days * 86_400)
-    let (year, month, day) = Self.civil(fromDays: days)
-    guard (0...9999).contains(year) else {
+    let date = CivilDate(daysSince1970: days)
+    guard (0...9999).contains(date.year) else {
       throw RFC3339DateError("the date \(date) is outside years 0000 to 9999")
     }
     var text = [UInt8]()
@@ -29,11 +30,11 @@ public struct RFC3339DateTranscoder: DateTranscoder {
         divisor /= 10
       }
     }
-    append(Int(year), digits: 4)
+    append(Int(date.year), digits: 4)
     text.append(UInt8(ascii: "-"))
-    append(month, digits: 2)
+    append(date.month, digits: 2)
     text.append(UInt8(ascii: "-"))
-    append(day, digits: 2)
+    append(date.day, digits: 2)
     text.append(UInt8(ascii: "T"))
     append(secondOfDay / 3600, digits: 2)
     text.append(UInt8(ascii: ":"))
@@ -77,7 +78,7 @@ public struct RFC3339DateTranscoder: DateTranscoder {
     try separator([UInt8(ascii: ":")], "':' after the minutes")
     let second = try number(2, "second")
     guard (1...12).contains(month) else { throw refuse("month \(month) is not 01 to 12") }
-    guard (1...Self.days(inMonth: month, of: year)).contains(day) else {
+    guard (1...CivilDate.days(inMonth: month, of: Int64(year))).contains(day) else {
       throw refuse("day \(day) is not in month \(month) of \(year)")
     }
     guard hour < 24, minute < 60, second < 60 else { throw refuse("the time is not 00:00:00 to 23:59:59") }
@@ -110,42 +111,9 @@ public struct RFC3339DateTranscoder: DateTranscoder {
       throw refuse("the time zone ('Z' or an offset such as +02:00) is missing")
     }
     guard bytes.isEmpty else { throw refuse("unexpected text after the time zone") }
-    let days = Self.days(fromCivil: Int64(year), month, day)
+    let days = CivilDate(year: Int64(year), month: month, day: day).daysSince1970
     let seconds = days * 86_400 + Int64(hour * 3600 + minute * 60 + second - offset)
     return Date(timeIntervalSince1970: Double(seconds) + fraction)
-  }
-
-  static func days(inMonth month: Int, of year: Int) -> Int {
-    switch month {
-    case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
-    case 4, 6, 9, 11: return 30
-    default: return 31
-    }
-  }
-
-  /// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years, years starting
-  /// in March so that the leap day comes last).
-  static func days(fromCivil year: Int64, _ month: Int, _ day: Int) -> Int64 {
-    let marchYear = month <= 2 ? year - 1 : year
-    let era = (marchYear >= 0 ? marchYear : marchYear - 399) / 400
-    let yearOfEra = marchYear - era * 400
-    let monthFromMarch = Int64((month + 9) % 12)
-    let dayOfYear = (153 * monthFromMarch + 2) / 5 + Int64(day) - 1
-    let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-    return era * 146_097 + dayOfEra - 719_468
-  }
-
-  /// The proleptic Gregorian date `days` after 1970-01-01 (the inverse of `days(fromCivil:)`).
-  static func civil(fromDays days: Int64) -> (year: Int64, month: Int, day: Int) {
-    let shifted = days + 719_468
-    let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-    let dayOfEra = shifted - era * 146_097
-    let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-    let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-    let monthFromMarch = (5 * dayOfYear + 2) / 153
-    let day = Int(dayOfYear - (153 * monthFromMarch + 2) / 5 + 1)
-    let month = Int(monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9)
-    return (era * 400 + yearOfEra + (month <= 2 ? 1 : 0), month, day)
   }
 }
 

@@ -134,20 +134,10 @@ extension RequestEnvelope {
 
   /// `2025-01-01 12:00:00 UTC` (proleptic Gregorian, from the days since 1970-01-01).
   static func utcDate(_ seconds: UInt64) -> String {
-    let days = Int64(seconds / 86_400)
+    let date = CivilDate(daysSince1970: Int64(seconds / 86_400))
     let rest = Int(seconds % 86_400)
-    // Civil date from a day count (the well-known era-based conversion).
-    let shifted = days + 719_468
-    let era = shifted / 146_097
-    let dayOfEra = shifted - era * 146_097
-    let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-    let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-    let monthIndex = (5 * dayOfYear + 2) / 153
-    let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-    let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-    let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
     func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
     return
-      "\(year)-\(two(Int(month)))-\(two(Int(day))) \(two(rest / 3600)):\(two(rest / 60 % 60)):\(two(rest % 60)) UTC"
+      "\(date.year)-\(two(date.month))-\(two(date.day)) \(two(rest / 3600)):\(two(rest / 60 % 60)):\(two(rest % 60)) UTC"
   }
 }
