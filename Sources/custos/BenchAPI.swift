@@ -183,9 +183,7 @@ struct BenchAPI: AsyncParsableCommand {
     world?.close()
 
     if json {
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      print(String(decoding: try encoder.encode(report), as: UTF8.self))
+      try printJSON(report)
     } else {
       print(report.text)
     }

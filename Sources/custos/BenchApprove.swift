@@ -129,7 +129,7 @@ struct BenchApprove: AsyncParsableCommand {
       let output = JSONReport(
         inProcess: JSONReport.InProcess(inProcess), socket: socketReport,
         ratio: socketReport?.workload.map { $0.best / inProcess.best }, comparison: comparison)
-      print(try output.encoded())
+      try printJSON(output)
     } else if let socketReport, let workload = socketReport.workload {
       printSocket(socketReport, workload)
       print("")
@@ -178,7 +178,7 @@ struct BenchApprove: AsyncParsableCommand {
       last = sample
     }
     if json {
-      print(try JSONReport(inProcess: nil, socket: report, ratio: nil, comparison: nil).encoded())
+      try printJSON(JSONReport(inProcess: nil, socket: report, ratio: nil, comparison: nil))
     } else if let creation = report.creation {
       let resident = report.memory.last?.residentBytes ?? 0
       print("")
@@ -340,12 +340,6 @@ struct JSONReport: Codable {
   /// Socket rate over in-process rate (best rounds).
   var ratio: Double?
   var comparison: Comparison?
-
-  func encoded() throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    return String(decoding: try encoder.encode(self), as: UTF8.self)
-  }
 }
 
 /// Where the socket run's CPU goes next to the in-process run's: both processes' CPU time per

@@ -54,9 +54,7 @@ struct BenchCommand: AsyncParsableCommand {
         logger: logger
       ).run()
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        try printJSON(report)
       } else {
         print(report.text)
       }

@@ -75,9 +75,7 @@ struct DeviceCommand: AsyncParsableCommand {
       let device = try Device.open(at: directory, logger: logger)
       let report = try DeviceReport(device)
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        try printJSON(report)
       } else {
         print(report.text)
       }

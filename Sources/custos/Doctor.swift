@@ -85,9 +85,7 @@ struct Doctor: AsyncParsableCommand {
     if let device { checks += Self.checkDevice(device) }
 
     if json {
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-      print(String(decoding: try encoder.encode(checks), as: UTF8.self))
+      try printJSON(checks)
     } else {
       for check in checks {
         print("\(check.ok ? "ok  " : "FAIL") \(check.name): \(check.detail)")

@@ -141,9 +141,7 @@ struct LockdownCommand: AsyncParsableCommand {
     func run() async throws {
       let catalogue = try loadCatalogue(attacks)
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(catalogue.map(CatalogueEntry.init)), as: UTF8.self))
+        try printJSON(catalogue.map(CatalogueEntry.init))
         return
       }
       for attack in catalogue {

@@ -195,9 +195,7 @@ struct OperatorCommand: AsyncParsableCommand {
     func run() async throws {
       let status = try await endpoint.withClient { client in try await wire { try await client.operatorStatus() } }
       if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(StatusReport(status)), as: UTF8.self))
+        try printJSON(StatusReport(status))
         return
       }
       print("device        \(status.name) (serial \(status.serial))")
