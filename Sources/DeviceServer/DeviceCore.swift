@@ -40,6 +40,16 @@ public final class DeviceCore: Sendable {
     var phase: Phase = .sealed(accepted: [])
     var inFlight = 0
     var drained: [CheckedContinuation<Void, Never>] = []
+    /// Tasks waiting in `untilStopping`, by a number of their own.
+    var stoppingWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    var nextStoppingWaiter: UInt64 = 0
+
+    var isStopping: Bool {
+      switch phase {
+      case .stopping, .stopped: true
+      case .sealed, .ready: false
+      }
+    }
   }
 
   /// A device opened (and locked) by the caller, with its enrolment's activation record and
@@ -242,6 +252,13 @@ public final class DeviceCore: Sendable {
 
   // MARK: Vault calls
 
+  /// Checks that `token` names a live session (and keeps it alive), and that the device is not
+  /// stopping: what opening a Pipeline stream needs. Each call on it is checked again.
+  public func checkSession(token: String?) throws(VaultWireError) {
+    try refuseStopping()
+    try sessions.use(token)
+  }
+
   /// Runs a vault call for the session of `token`: refused while stopping, without a valid
   /// session, or while SEALED; counted in flight so that a shutdown waits for it.
   public func vaultCall<T: Sendable>(
@@ -272,15 +289,39 @@ public final class DeviceCore: Sendable {
 
   /// Refuses new calls from now on.
   public func beginStopping() {
-    let changed = state.withLock { state -> Bool in
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>]? in
       switch state.phase {
       case .sealed: state.phase = .stopping(nil)
       case .ready(let backend): state.phase = .stopping(backend)
-      case .stopping, .stopped: return false
+      case .stopping, .stopped: return nil
       }
-      return true
+      defer { state.stoppingWaiters = [:] }
+      return Array(state.stoppingWaiters.values)
     }
-    if changed { logger.notice("stopping: new calls are refused", metadata: metadata) }
+    guard let waiters else { return }
+    logger.notice("stopping: new calls are refused", metadata: metadata)
+    for waiter in waiters { waiter.resume() }
+  }
+
+  /// Returns once the device has begun stopping (at once if it has), or when the calling task
+  /// is cancelled: what a long-lived stream waits for to end itself.
+  public func untilStopping() async {
+    let id = state.withLock { state -> UInt64 in
+      state.nextStoppingWaiter += 1
+      return state.nextStoppingWaiter
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let now = state.withLock { state -> Bool in
+          if state.isStopping || Task.isCancelled { return true }
+          state.stoppingWaiters[id] = continuation
+          return false
+        }
+        if now { continuation.resume() }
+      }
+    } onCancel: {
+      state.withLock { $0.stoppingWaiters.removeValue(forKey: id) }?.resume()
+    }
   }
 
   /// Refuses new calls and waits until every call in flight has its answer.
@@ -329,13 +370,7 @@ public final class DeviceCore: Sendable {
   }
 
   private func refuseStopping() throws(VaultWireError) {
-    let stopping = state.withLock { state -> Bool in
-      switch state.phase {
-      case .stopping, .stopped: return true
-      case .sealed, .ready: return false
-      }
-    }
-    if stopping { throw VaultWireError(.stopping, "the device is shutting down") }
+    if state.withLock({ $0.isStopping }) { throw VaultWireError(.stopping, "the device is shutting down") }
   }
 
   private func refuseDuringLockout(_ kind: BackoffKind, what: String) throws(VaultWireError) {

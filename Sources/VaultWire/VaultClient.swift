@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import Synchronization
 
 /// Where a device listens.
 public enum DeviceEndpoint: Sendable, Hashable, CustomStringConvertible {
@@ -27,9 +28,21 @@ public enum DeviceEndpoint: Sendable, Hashable, CustomStringConvertible {
 /// One client holds one HTTP/2 connection and may be used from many tasks at once. Call
 /// `close()` when done.
 public final class VaultClient: Sendable {
+  /// How the session calls (GetRootState to GetResult) travel.
+  public enum SessionCalls: String, Sendable, CaseIterable {
+    /// On one long-lived Pipeline stream per session, many calls in flight on it at once:
+    /// no HTTP/2 stream set-up, headers or trailers per call.
+    case pipelined
+    /// One gRPC call (one HTTP/2 stream) each.
+    case unary
+  }
+
   public let endpoint: DeviceEndpoint
   /// Deadline of each call.
   public let timeout: Duration
+  public let sessionCalls: SessionCalls
+  /// The open Pipeline streams, by session token.
+  private let pipelines = Mutex<[String: SessionPipeline]>([:])
   private let grpc: GRPCClient<HTTP2ClientTransport.Posix>
   private let connections: Task<Void, Never>
   private let vault: Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>
@@ -37,7 +50,9 @@ public final class VaultClient: Sendable {
 
   /// Connects to a device. A socket path with nothing listening fails here with `unreachable`;
   /// a TCP connection is tried at the first call.
-  public init(endpoint: DeviceEndpoint, timeout: Duration = .seconds(30)) throws(VaultWireError) {
+  public init(
+    endpoint: DeviceEndpoint, timeout: Duration = .seconds(30), sessionCalls: SessionCalls = .pipelined
+  ) throws(VaultWireError) {
     let transport: HTTP2ClientTransport.Posix
     do {
       switch endpoint {
@@ -68,6 +83,7 @@ public final class VaultClient: Sendable {
     let grpc = GRPCClient(transport: transport)
     self.endpoint = endpoint
     self.timeout = timeout
+    self.sessionCalls = sessionCalls
     self.grpc = grpc
     self.vault = Custos_Vault_V1_Vault.Client(wrapping: grpc)
     self.operatorService = Custos_Vault_V1_Operator.Client(wrapping: grpc)
@@ -76,6 +92,11 @@ public final class VaultClient: Sendable {
 
   /// Closes the connection once the calls in flight have finished.
   public func close() async {
+    let open = pipelines.withLock { pipelines in
+      defer { pipelines = [:] }
+      return Array(pipelines.values)
+    }
+    for pipeline in open { await pipeline.close() }
     grpc.beginGracefulShutdown()
     await connections.value
   }
@@ -134,8 +155,10 @@ public final class VaultClient: Sendable {
 
   // MARK: Crypto User session calls
 
-  /// Closes the session.
+  /// Closes the session (and its Pipeline stream, once the calls in flight on it are answered).
   public func logout(_ session: VaultSession) async throws(VaultWireError) {
+    let token = Self.tokenText(session)
+    if let pipeline = pipelines.withLock({ $0.removeValue(forKey: token) }) { await pipeline.close() }
     _ = try await call(session) { vault, metadata, options in
       try await vault.logout(Custos_Vault_V1_LogoutRequest(), metadata: metadata, options: options)
     }
@@ -143,8 +166,9 @@ public final class VaultClient: Sendable {
 
   /// The committed root state.
   public func rootState(_ session: VaultSession) async throws(VaultWireError) -> RootState {
-    let message = try await call(session) { vault, metadata, options in
-      try await vault.getRootState(Custos_Vault_V1_GetRootStateRequest(), metadata: metadata, options: options)
+    let request = Custos_Vault_V1_GetRootStateRequest()
+    let message = try await sessionCall(session, .getRootState(request), \.rootState) { vault, metadata, options in
+      try await vault.getRootState(request, metadata: metadata, options: options)
     }
     guard message.hasRoot else { throw VaultWireError(.unexpected, "the device answered without a root state") }
     return try RootState(wire: message.root)
@@ -154,7 +178,7 @@ public final class VaultClient: Sendable {
   public func createWallet(_ request: VaultCall, session: VaultSession) async throws(VaultWireError) -> VaultOutcome {
     let message = request.createMessage
     return try VaultOutcome(
-      try await call(session) { vault, metadata, options in
+      try await sessionCall(session, .createWallet(message), \.vaultResult) { vault, metadata, options in
         try await vault.createWallet(message, metadata: metadata, options: options)
       })
   }
@@ -163,7 +187,7 @@ public final class VaultClient: Sendable {
   public func updateWallet(_ request: VaultCall, session: VaultSession) async throws(VaultWireError) -> VaultOutcome {
     let message = request.updateMessage
     return try VaultOutcome(
-      try await call(session) { vault, metadata, options in
+      try await sessionCall(session, .updateWallet(message), \.vaultResult) { vault, metadata, options in
         try await vault.updateWallet(message, metadata: metadata, options: options)
       })
   }
@@ -172,7 +196,7 @@ public final class VaultClient: Sendable {
   public func removeWallet(_ request: VaultCall, session: VaultSession) async throws(VaultWireError) -> VaultOutcome {
     let message = request.removeMessage
     return try VaultOutcome(
-      try await call(session) { vault, metadata, options in
+      try await sessionCall(session, .removeWallet(message), \.vaultResult) { vault, metadata, options in
         try await vault.removeWallet(message, metadata: metadata, options: options)
       })
   }
@@ -181,7 +205,7 @@ public final class VaultClient: Sendable {
   public func sign(_ request: VaultCall, session: VaultSession) async throws(VaultWireError) -> VaultOutcome {
     let message = request.signMessage
     return try VaultOutcome(
-      try await call(session) { vault, metadata, options in
+      try await sessionCall(session, .sign(message), \.vaultResult) { vault, metadata, options in
         try await vault.sign(message, metadata: metadata, options: options)
       })
   }
@@ -190,7 +214,7 @@ public final class VaultClient: Sendable {
   public func publicKey(_ query: PublicKeyQuery, session: VaultSession) async throws(VaultWireError) -> PublicKeyInfo {
     let message = query.message
     return PublicKeyInfo(
-      try await call(session) { vault, metadata, options in
+      try await sessionCall(session, .getPublicKey(message), \.publicKey) { vault, metadata, options in
         try await vault.getPublicKey(message, metadata: metadata, options: options)
       })
   }
@@ -200,7 +224,7 @@ public final class VaultClient: Sendable {
   public func result(envelopeHash: Hash256, session: VaultSession) async throws(VaultWireError) -> VaultOutcome? {
     var request = Custos_Vault_V1_GetResultRequest()
     request.envelopeHash = Data(envelopeHash.bytes)
-    let message = try await call(session) { [request] vault, metadata, options in
+    let message = try await sessionCall(session, .getResult(request), \.result) { [request] vault, metadata, options in
       try await vault.getResult(request, metadata: metadata, options: options)
     }
     guard message.found else { return nil }
@@ -265,6 +289,32 @@ public final class VaultClient: Sendable {
     var metadata = Metadata()
     metadata.addString(Self.tokenText(session), forKey: WireMetadata.session)
     return try await perform { try await body(vault, metadata, options) }
+  }
+
+  /// A session call, on the session's Pipeline stream or as a single call (`sessionCalls`).
+  /// `answer` picks the reply's response out of a Pipeline reply.
+  private func sessionCall<Response: Sendable>(
+    _ session: VaultSession, _ pipelined: SessionPipeline.Call,
+    _ answer: KeyPath<SessionPipeline.Reply, Response?>,
+    unary: (Custos_Vault_V1_Vault.Client<HTTP2ClientTransport.Posix>, Metadata, CallOptions) async throws -> Response
+  ) async throws(VaultWireError) -> Response {
+    guard sessionCalls == .pipelined else { return try await call(session, unary) }
+    let reply = try await pipeline(for: session).perform(pipelined)
+    guard let response = reply[keyPath: answer] else {
+      throw VaultWireError(.unexpected, "the device answered a pipeline call with the reply of another kind")
+    }
+    return response
+  }
+
+  /// The session's open Pipeline stream, or a new one when it has none or its last has ended.
+  private func pipeline(for session: VaultSession) -> SessionPipeline {
+    let token = Self.tokenText(session)
+    return pipelines.withLock { pipelines in
+      if let open = pipelines[token], !open.hasEnded { return open }
+      let fresh = SessionPipeline(vault: vault, token: token, timeout: timeout)
+      pipelines[token] = fresh
+      return fresh
+    }
   }
 
   private func callOperator<Response: Sendable>(

@@ -113,10 +113,8 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     var metadata = Metadata()
     metadata.addString(code.name, forKey: WireMetadata.error)
     if let reason { metadata.addString(reason, forKey: WireMetadata.reason) }
-    if let retryAfter {
-      let milliseconds =
-        retryAfter.components.seconds * 1000 + retryAfter.components.attoseconds / 1_000_000_000_000_000
-      metadata.addString(String(max(milliseconds, 1)), forKey: WireMetadata.retryAfter)
+    if let retryAfterMilliseconds {
+      metadata.addString(String(retryAfterMilliseconds), forKey: WireMetadata.retryAfter)
     }
     if let attemptsBeforeLockout {
       metadata.addString(String(attemptsBeforeLockout), forKey: WireMetadata.attemptsBeforeLockout)
@@ -124,21 +122,50 @@ public struct VaultWireError: Error, Hashable, Sendable, CustomStringConvertible
     return RPCError(code: code.status, message: message, metadata: metadata)
   }
 
+  /// `retryAfter` in whole milliseconds (at least 1), as the wire carries it.
+  private var retryAfterMilliseconds: Int64? {
+    retryAfter.map { max($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000, 1) }
+  }
+
+  /// The refusal of one call on a Pipeline stream: the same fields a single call's status and
+  /// trailers carry.
+  public var refusal: Custos_Vault_V1_CallRefusal {
+    var refusal = Custos_Vault_V1_CallRefusal()
+    refusal.status = UInt32(status.rawValue)
+    refusal.message = message
+    refusal.error = code.name
+    refusal.reason = reason ?? ""
+    refusal.retryAfterMs = retryAfterMilliseconds ?? 0
+    refusal.attemptsBeforeLockout = attemptsBeforeLockout.map { Int32(clamping: $0) } ?? -1
+    return refusal
+  }
+
+  /// Rebuilds the device's refusal of one Pipeline call.
+  public init(_ refusal: Custos_Vault_V1_CallRefusal) {
+    let status = Status.Code(rawValue: Int(refusal.status)).flatMap { RPCError.Code($0) } ?? .unknown
+    self.init(
+      Code.deviceCodes.first { $0.name == refusal.error } ?? Self.clientCode(for: status), refusal.message,
+      reason: refusal.reason.isEmpty ? nil : refusal.reason,
+      retryAfter: refusal.retryAfterMs > 0 ? .milliseconds(refusal.retryAfterMs) : nil,
+      attemptsBeforeLockout: refusal.attemptsBeforeLockout >= 0 ? Int(refusal.attemptsBeforeLockout) : nil,
+      status: status)
+  }
+
+  /// The client-side code of a status that carries no `custos-error`.
+  private static func clientCode(for status: RPCError.Code) -> Code {
+    switch status {
+    case .unimplemented: .unknownMethod
+    case .unavailable: .unreachable
+    case .deadlineExceeded: .timedOut
+    default: .unexpected
+    }
+  }
+
   /// Rebuilds the device's refusal from a gRPC error; a status without `custos-error` (an
   /// unknown method, a broken connection) gets a client-side code.
   public init(_ error: RPCError) {
     let name = error.metadata[stringValues: WireMetadata.error].first(where: { _ in true })
-    let code: Code
-    if let name, let known = Code.deviceCodes.first(where: { $0.name == name }) {
-      code = known
-    } else {
-      switch error.code {
-      case .unimplemented: code = .unknownMethod
-      case .unavailable: code = .unreachable
-      case .deadlineExceeded: code = .timedOut
-      default: code = .unexpected
-      }
-    }
+    let code = name.flatMap { name in Code.deviceCodes.first { $0.name == name } } ?? Self.clientCode(for: error.code)
     let retry = error.metadata[stringValues: WireMetadata.retryAfter].first(where: { _ in true }).flatMap { Int64($0) }
     let left = error.metadata[stringValues: WireMetadata.attemptsBeforeLockout].first(where: { _ in true }).flatMap {
       Int($0)

@@ -88,7 +88,8 @@ public enum WireAudit {
 
   /// The Vault methods that need a session.
   public static let sessionMethods = [
-    "GetRootState", "CreateWallet", "UpdateWallet", "RemoveWallet", "Sign", "GetPublicKey", "Logout",
+    "GetRootState", "CreateWallet", "UpdateWallet", "RemoveWallet", "Sign", "GetPublicKey", "GetResult", "Pipeline",
+    "Logout",
   ]
 
   static let vaultService = "custos.vault.v1.Vault"

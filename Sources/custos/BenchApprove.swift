@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Vault
+import VaultWire
 
 /// `custos bench approve`: approved EIP-1559 signatures per second through `CustodyVault`, in
 /// this process and, with `--socket`, through a running device.
@@ -64,6 +65,11 @@ struct BenchApprove: AsyncParsableCommand {
   @Option(help: "With --socket: connections to the device, each with its own session.")
   var clients = 8
 
+  @Option(
+    name: .customLong("session-calls"),
+    help: "With --socket: how session calls travel: pipelined (one stream per session) or unary (a stream each).")
+  var sessionCalls: VaultClient.SessionCalls = .pipelined
+
   @Flag(help: "With --socket: only create --wallets wallets, sampling the device's memory.")
   var createOnly = false
 
@@ -95,7 +101,7 @@ struct BenchApprove: AsyncParsableCommand {
     let socketBench = socket.map {
       SocketBench(
         socket: URL(fileURLWithPath: $0).standardizedFileURL.path, credentialFile: cuCredential!, clients: clients,
-        concurrency: concurrency)
+        concurrency: concurrency, sessionCalls: sessionCalls)
     }
     // The device is checked (READY, no wallet yet) and logged in before anything runs.
     let connection = try await socketBench?.connect()
@@ -248,9 +254,10 @@ struct BenchApprove: AsyncParsableCommand {
       "socket (device \(report.device), pid \(report.pid) found with SO_PEERCRED; \(report.clients) connections, "
         + "each its own Crypto User session)")
     printWorkload(workload)
-    if let wire = report.wire {
+    for wire in [report.wire, report.otherWire].compactMap({ $0 }) {
       print(
-        "  the wire alone (GetRootState: session check, root read): one at a time \(latency(wire.sequential)); "
+        "  the wire alone (GetRootState: session check, root read), \(wire.sessionCalls)\(wire.sessionCalls == report.sessionCalls ? " (this run's)" : ""): "
+          + "one at a time \(latency(wire.sequential)); "
           + String(
             format: "%d callers: %.0f calls/s, %.0f us device CPU + %.0f us client CPU per call", concurrency,
             wire.callsPerSecond, wire.deviceMicrosecondsPerCall, wire.clientMicrosecondsPerCall))
@@ -369,3 +376,5 @@ struct Comparison: Codable {
     wireBound = inProcessMicroseconds / (inProcessMicroseconds + wireMicroseconds)
   }
 }
+
+extension VaultClient.SessionCalls: ExpressibleByArgument {}

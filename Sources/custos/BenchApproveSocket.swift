@@ -106,6 +106,8 @@ struct SocketBench {
   let credentialFile: String
   let clients: Int
   let concurrency: Int
+  /// How the clients send their session calls.
+  var sessionCalls: VaultClient.SessionCalls = .pipelined
 
   /// What the socket run found.
   struct Report: Codable {
@@ -121,8 +123,12 @@ struct SocketBench {
     var peakReset: Bool?
     var durableRootMatches: Bool
     var memory: [DeviceMemory]
+    /// How the session calls travelled (`pipelined` or `unary`).
+    var sessionCalls: String
     /// The wire's own cost (not in a creation-only run).
     var wire: WireBound?
+    /// The same measured with session calls sent the other way, for comparison.
+    var otherWire: WireBound?
   }
 
   /// The device, logged in on every connection.
@@ -145,7 +151,9 @@ struct SocketBench {
   func connect() async throws -> Connection {
     var connected = [VaultClient]()
     do {
-      for _ in 0..<clients { connected.append(try VaultClient(endpoint: .unixSocket(path: socket))) }
+      for _ in 0..<clients {
+        connected.append(try VaultClient(endpoint: .unixSocket(path: socket), sessionCalls: sessionCalls))
+      }
       let status = try await connected[0].status()
       guard status.state == .ready else {
         throw CommandFailure(
@@ -176,6 +184,8 @@ struct SocketBench {
   /// check and a root read, no vault work): one call at a time on one connection, then
   /// `concurrency` callers over every connection for `seconds`, with both processes' CPU.
   struct WireBound: Codable {
+    /// `pipelined` or `unary`.
+    var sessionCalls: String
     var sequential: ApproveWorkloadReport.Latency
     var callsPerSecond: Double
     var deviceMicrosecondsPerCall: Double
@@ -183,17 +193,37 @@ struct SocketBench {
   }
 
   func wireBound(_ connection: Connection, seconds: Double) async throws -> WireBound {
-    let first = connection.vaults[0]
+    try await wireBound(connection.vaults, peer: connection.peer, seconds: seconds)
+  }
+
+  /// The wire bound with session calls sent the other way than the run's: new connections,
+  /// the same sessions.
+  func otherWireBound(_ connection: Connection, seconds: Double) async throws -> WireBound {
+    let other: VaultClient.SessionCalls = sessionCalls == .pipelined ? .unary : .pipelined
+    var vaults = [RemoteVault]()
+    defer {
+      let clients = vaults.map(\.client)
+      Task { for client in clients { await client.close() } }
+    }
+    for vault in connection.vaults {
+      vaults.append(
+        RemoteVault(
+          client: try VaultClient(endpoint: .unixSocket(path: socket), sessionCalls: other), session: vault.session))
+    }
+    return try await wireBound(vaults, peer: connection.peer, seconds: seconds)
+  }
+
+  private func wireBound(_ vaults: [RemoteVault], peer: PeerProcess, seconds: Double) async throws -> WireBound {
+    let first = vaults[0]
     var latencies = [Duration]()
     for _ in 0..<500 {
       let start = ContinuousClock.now
       _ = try await first.durableRoot()
       latencies.append(ContinuousClock.now - start)
     }
-    let vaults = connection.vaults
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     let start = ContinuousClock.now
-    let (deviceStart, clientStart) = (connection.peer.cpuSeconds(), processCPUSeconds())
+    let (deviceStart, clientStart) = (peer.cpuSeconds(), processCPUSeconds())
     let calls = try await withThrowingTaskGroup(of: Int.self) { group in
       for task in 0..<concurrency {
         let vault = vaults[task % vaults.count]
@@ -211,8 +241,9 @@ struct SocketBench {
     let elapsed = ContinuousClock.now - start
     let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     return WireBound(
+      sessionCalls: first.client.sessionCalls.rawValue,
       sequential: ApproveWorkloadReport.Latency(latencies), callsPerSecond: Double(calls) / wall,
-      deviceMicrosecondsPerCall: (connection.peer.cpuSeconds() - deviceStart) * 1e6 / Double(calls),
+      deviceMicrosecondsPerCall: (peer.cpuSeconds() - deviceStart) * 1e6 / Double(calls),
       clientMicrosecondsPerCall: (processCPUSeconds() - clientStart) * 1e6 / Double(calls))
   }
 
@@ -223,6 +254,7 @@ struct SocketBench {
     do {
       var memory = [try sample(peer, wallets: 0, seconds: nil)]
       let wire = try await wireBound(connection, seconds: boundSeconds)
+      let otherWire = try await otherWireBound(connection, seconds: boundSeconds)
       let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency)
       let report = try await workload.run(
         target: "socket", wallets: wallets, rounds: rounds, deviceCPUSeconds: { peer.cpuSeconds() },
@@ -231,7 +263,8 @@ struct SocketBench {
       await connection.close()
       return Report(
         device: device, pid: peer.pid, clients: clients, workload: report, creation: nil, peakReset: nil,
-        durableRootMatches: report.durableRootMatches, memory: memory, wire: wire)
+        durableRootMatches: report.durableRootMatches, memory: memory, sessionCalls: sessionCalls.rawValue,
+        wire: wire, otherWire: otherWire)
     } catch {
       await connection.close()
       throw error
@@ -258,7 +291,8 @@ struct SocketBench {
       await connection.close()
       return Report(
         device: device, pid: peer.pid, clients: clients, workload: nil, creation: creation, peakReset: reset,
-        durableRootMatches: matches, memory: memory, wire: nil)
+        durableRootMatches: matches, memory: memory, sessionCalls: sessionCalls.rawValue, wire: nil,
+        otherWire: nil)
     } catch {
       await connection.close()
       throw error

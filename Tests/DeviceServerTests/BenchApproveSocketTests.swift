@@ -72,8 +72,14 @@ import VaultWire
     let comparison = try #require(output.comparison)
     #expect(comparison.inProcessMicroseconds > 0 && comparison.deviceMicroseconds > 0)
     #expect(comparison.wireMicroseconds > 0 && comparison.wireBound > 0 && comparison.wireBound < 1)
+    // The bare call measured both ways: this run's (pipelined, the default) and the other.
     let wire = try #require(socketRun.wire)
-    #expect(wire.callsPerSecond > 0 && wire.sequential.p50 > 0)
+    let otherWire = try #require(socketRun.otherWire)
+    #expect(socketRun.sessionCalls == "pipelined" && wire.sessionCalls == "pipelined")
+    #expect(otherWire.sessionCalls == "unary")
+    for bound in [wire, otherWire] {
+      #expect(bound.callsPerSecond > 0 && bound.sequential.p50 > 0 && bound.deviceMicrosecondsPerCall > 0)
+    }
 
     // 6 seals and 6 unseal + re-seal pairs went across fresh PKCS #11 instances.
     #expect(hsm.standardError.contains("request sessions moved to a fresh PKCS #11 instance"))

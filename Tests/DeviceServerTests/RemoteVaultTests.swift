@@ -35,7 +35,12 @@ import VaultWire
     #expect(RequestError(wire: VaultWireError(.sealed, "unseal first")) == nil)
   }
 
-  @Test func theSameRequestsGiveTheSameResultsInProcessAndOverTheSocket() async throws {
+  @Test(arguments: VaultClient.SessionCalls.allCases)
+  func theSameRequestsGiveTheSameResultsInProcessAndOverTheSocket(
+    _ sessionCalls: VaultClient.SessionCalls
+  )
+    async throws
+  {
     let scratch = try TemporaryDirectory("custos-remote-vault")
     let bench = try BenchmarkDevice(in: scratch.path, logger: testLogger)
     defer { bench.remove() }
@@ -47,7 +52,7 @@ import VaultWire
     let rehearsed = try RehearsedDevice.get()
     let copy = try rehearsed.copy()
     let hsm = try HSMProcess(device: copy.device, socket: socketPath(copy.directory))
-    let client = try hsm.client()
+    let client = try hsm.client(sessionCalls)
     try await unseal(client, rehearsed)
     let session = try await client.login(credential: try rehearsed.cryptoUserCredential())
     let overSocket = try await Scenario().run(RemoteVault(client: client, session: session))

@@ -133,10 +133,10 @@ public final class HSMProcess: @unchecked Sendable {
   /// What it wrote on standard error so far.
   public var standardError: String { child.standardError }
 
-  /// A client on its socket.
-  public func client() throws -> VaultClient {
+  /// A client on its socket; its session calls travel as `sessionCalls` says.
+  public func client(_ sessionCalls: VaultClient.SessionCalls = .pipelined) throws -> VaultClient {
     guard let socket else { throw TestSupportError("this custos-hsm listens on TCP, not a socket") }
-    return try VaultClient(endpoint: .unixSocket(path: socket), timeout: testCallTimeout)
+    return try VaultClient(endpoint: .unixSocket(path: socket), timeout: testCallTimeout, sessionCalls: sessionCalls)
   }
 
   /// Sends `signal` and waits for the exit (a minute at most, then SIGKILL): how it ended.

@@ -168,6 +168,19 @@ public enum Custos_Vault_V1_Vault: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Pipeline" metadata.
+        public enum Pipeline: Sendable {
+            /// Request type for "Pipeline".
+            public typealias Input = Custos_Vault_V1_PipelineCall
+            /// Response type for "Pipeline".
+            public typealias Output = Custos_Vault_V1_PipelineReply
+            /// Descriptor for "Pipeline".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "custos.vault.v1.Vault"),
+                method: "Pipeline",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "custos.vault.v1.Vault" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
@@ -179,7 +192,8 @@ public enum Custos_Vault_V1_Vault: Sendable {
             RemoveWallet.descriptor,
             Sign.descriptor,
             GetPublicKey.descriptor,
-            GetResult.descriptor
+            GetResult.descriptor,
+            Pipeline.descriptor
         ]
     }
 }
@@ -396,6 +410,31 @@ extension Custos_Vault_V1_Vault {
             request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_GetResultRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_GetResultResponse>
+
+        /// Handle the "Pipeline" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+        /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+        /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+        /// > metadata) is checked when the stream opens and again at every call, as for the single
+        /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+        /// > client closes its side, or when the device stops (after answering the calls in flight).
+        /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+        /// > both sides, its trailers.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_Vault_V1_PipelineCall` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_Vault_V1_PipelineReply` messages.
+        func pipeline(
+            request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_PipelineCall>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_PipelineReply>
     }
 
     /// Service protocol for the "custos.vault.v1.Vault" service.
@@ -596,6 +635,31 @@ extension Custos_Vault_V1_Vault {
             request: GRPCCore.ServerRequest<Custos_Vault_V1_GetResultRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Custos_Vault_V1_GetResultResponse>
+
+        /// Handle the "Pipeline" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+        /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+        /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+        /// > metadata) is checked when the stream opens and again at every call, as for the single
+        /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+        /// > client closes its side, or when the device stops (after answering the calls in flight).
+        /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+        /// > both sides, its trailers.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Custos_Vault_V1_PipelineCall` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Custos_Vault_V1_PipelineReply` messages.
+        func pipeline(
+            request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_PipelineCall>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_PipelineReply>
     }
 
     /// Simple service protocol for the "custos.vault.v1.Vault" service.
@@ -794,6 +858,32 @@ extension Custos_Vault_V1_Vault {
             request: Custos_Vault_V1_GetResultRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Custos_Vault_V1_GetResultResponse
+
+        /// Handle the "Pipeline" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+        /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+        /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+        /// > metadata) is checked when the stream opens and again at every call, as for the single
+        /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+        /// > client closes its side, or when the device stops (after answering the calls in flight).
+        /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+        /// > both sides, its trailers.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Custos_Vault_V1_PipelineCall` messages.
+        ///   - response: A response stream of `Custos_Vault_V1_PipelineReply` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func pipeline(
+            request: GRPCCore.RPCAsyncSequence<Custos_Vault_V1_PipelineCall, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Custos_Vault_V1_PipelineReply>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -906,6 +996,17 @@ extension Custos_Vault_V1_Vault.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_GetResultResponse>(),
             handler: { request, context in
                 try await self.getResult(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Custos_Vault_V1_Vault.Method.Pipeline.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_PipelineCall>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_PipelineReply>(),
+            handler: { request, context in
+                try await self.pipeline(
                     request: request,
                     context: context
                 )
@@ -1160,6 +1261,23 @@ extension Custos_Vault_V1_Vault.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func pipeline(
+        request: GRPCCore.StreamingServerRequest<Custos_Vault_V1_PipelineCall>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Custos_Vault_V1_PipelineReply> {
+        return GRPCCore.StreamingServerResponse<Custos_Vault_V1_PipelineReply>(
+            metadata: [:],
+            producer: { writer in
+                try await self.pipeline(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: custos.vault.v1.Vault (client)
@@ -1410,6 +1528,36 @@ extension Custos_Vault_V1_Vault {
             deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_GetResultResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Custos_Vault_V1_GetResultResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Pipeline" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+        /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+        /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+        /// > metadata) is checked when the stream opens and again at every call, as for the single
+        /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+        /// > client closes its side, or when the device stops (after answering the calls in flight).
+        /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+        /// > both sides, its trailers.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Custos_Vault_V1_PipelineCall` messages.
+        ///   - serializer: A serializer for `Custos_Vault_V1_PipelineCall` messages.
+        ///   - deserializer: A deserializer for `Custos_Vault_V1_PipelineReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func pipeline<Result>(
+            request: GRPCCore.StreamingClientRequest<Custos_Vault_V1_PipelineCall>,
+            serializer: some GRPCCore.MessageSerializer<Custos_Vault_V1_PipelineCall>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_PipelineReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_Vault_V1_PipelineReply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1779,6 +1927,45 @@ extension Custos_Vault_V1_Vault {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Pipeline" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+        /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+        /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+        /// > metadata) is checked when the stream opens and again at every call, as for the single
+        /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+        /// > client closes its side, or when the device stops (after answering the calls in flight).
+        /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+        /// > both sides, its trailers.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Custos_Vault_V1_PipelineCall` messages.
+        ///   - serializer: A serializer for `Custos_Vault_V1_PipelineCall` messages.
+        ///   - deserializer: A deserializer for `Custos_Vault_V1_PipelineReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func pipeline<Result>(
+            request: GRPCCore.StreamingClientRequest<Custos_Vault_V1_PipelineCall>,
+            serializer: some GRPCCore.MessageSerializer<Custos_Vault_V1_PipelineCall>,
+            deserializer: some GRPCCore.MessageDeserializer<Custos_Vault_V1_PipelineReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_Vault_V1_PipelineReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Custos_Vault_V1_Vault.Method.Pipeline.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2076,6 +2263,40 @@ extension Custos_Vault_V1_Vault.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_GetResultRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_GetResultResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Pipeline" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+    /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+    /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+    /// > metadata) is checked when the stream opens and again at every call, as for the single
+    /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+    /// > client closes its side, or when the device stops (after answering the calls in flight).
+    /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+    /// > both sides, its trailers.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Custos_Vault_V1_PipelineCall` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pipeline<Result>(
+        request: GRPCCore.StreamingClientRequest<Custos_Vault_V1_PipelineCall>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_Vault_V1_PipelineReply>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.pipeline(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Custos_Vault_V1_PipelineCall>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Custos_Vault_V1_PipelineReply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2415,6 +2636,45 @@ extension Custos_Vault_V1_Vault.ClientProtocol {
             metadata: metadata
         )
         return try await self.getResult(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Pipeline" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The session calls above (GetRootState to GetResult) over one long-lived stream: a client
+    /// > sends calls tagged with ids it chooses, as many at once as it likes, and the device answers
+    /// > each with its id, in the order the calls finish. The session (the stream's `custos-session`
+    /// > metadata) is checked when the stream opens and again at every call, as for the single
+    /// > calls; a refusal answers that call alone and the stream goes on. The stream ends when the
+    /// > client closes its side, or when the device stops (after answering the calls in flight).
+    /// > What it saves is the per-call cost of an HTTP/2 stream: its headers, its stream set-up on
+    /// > both sides, its trailers.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pipeline<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Custos_Vault_V1_PipelineCall>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Custos_Vault_V1_PipelineReply>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Custos_Vault_V1_PipelineCall>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.pipeline(
             request: request,
             options: options,
             onResponse: handleResponse

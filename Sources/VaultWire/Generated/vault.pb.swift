@@ -719,6 +719,183 @@ public nonisolated struct Custos_Vault_V1_UnsealResponse: Sendable {
   fileprivate var _progress: Custos_Vault_V1_UnsealProgress? = nil
 }
 
+/// One call on a Pipeline stream.
+public nonisolated struct Custos_Vault_V1_PipelineCall: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Chosen by the client; the reply carries it back. Unique among the calls in flight.
+  public var id: UInt64 = 0
+
+  public var call: Custos_Vault_V1_PipelineCall.OneOf_Call? = nil
+
+  public var getRootState: Custos_Vault_V1_GetRootStateRequest {
+    get {
+      if case .getRootState(let v)? = call {return v}
+      return Custos_Vault_V1_GetRootStateRequest()
+    }
+    set {call = .getRootState(newValue)}
+  }
+
+  public var createWallet: Custos_Vault_V1_CreateWalletRequest {
+    get {
+      if case .createWallet(let v)? = call {return v}
+      return Custos_Vault_V1_CreateWalletRequest()
+    }
+    set {call = .createWallet(newValue)}
+  }
+
+  public var updateWallet: Custos_Vault_V1_UpdateWalletRequest {
+    get {
+      if case .updateWallet(let v)? = call {return v}
+      return Custos_Vault_V1_UpdateWalletRequest()
+    }
+    set {call = .updateWallet(newValue)}
+  }
+
+  public var removeWallet: Custos_Vault_V1_RemoveWalletRequest {
+    get {
+      if case .removeWallet(let v)? = call {return v}
+      return Custos_Vault_V1_RemoveWalletRequest()
+    }
+    set {call = .removeWallet(newValue)}
+  }
+
+  public var sign: Custos_Vault_V1_SignRequest {
+    get {
+      if case .sign(let v)? = call {return v}
+      return Custos_Vault_V1_SignRequest()
+    }
+    set {call = .sign(newValue)}
+  }
+
+  public var getPublicKey: Custos_Vault_V1_GetPublicKeyRequest {
+    get {
+      if case .getPublicKey(let v)? = call {return v}
+      return Custos_Vault_V1_GetPublicKeyRequest()
+    }
+    set {call = .getPublicKey(newValue)}
+  }
+
+  public var getResult: Custos_Vault_V1_GetResultRequest {
+    get {
+      if case .getResult(let v)? = call {return v}
+      return Custos_Vault_V1_GetResultRequest()
+    }
+    set {call = .getResult(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Call: Equatable, Sendable {
+    case getRootState(Custos_Vault_V1_GetRootStateRequest)
+    case createWallet(Custos_Vault_V1_CreateWalletRequest)
+    case updateWallet(Custos_Vault_V1_UpdateWalletRequest)
+    case removeWallet(Custos_Vault_V1_RemoveWalletRequest)
+    case sign(Custos_Vault_V1_SignRequest)
+    case getPublicKey(Custos_Vault_V1_GetPublicKeyRequest)
+    case getResult(Custos_Vault_V1_GetResultRequest)
+
+  }
+
+  public init() {}
+}
+
+/// The answer to one Pipeline call: what the single call would have answered, or its refusal.
+public nonisolated struct Custos_Vault_V1_PipelineReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
+  public var reply: Custos_Vault_V1_PipelineReply.OneOf_Reply? = nil
+
+  public var rootState: Custos_Vault_V1_GetRootStateResponse {
+    get {
+      if case .rootState(let v)? = reply {return v}
+      return Custos_Vault_V1_GetRootStateResponse()
+    }
+    set {reply = .rootState(newValue)}
+  }
+
+  /// CreateWallet, UpdateWallet, RemoveWallet, Sign.
+  public var vaultResult: Custos_Vault_V1_VaultResult {
+    get {
+      if case .vaultResult(let v)? = reply {return v}
+      return Custos_Vault_V1_VaultResult()
+    }
+    set {reply = .vaultResult(newValue)}
+  }
+
+  public var publicKey: Custos_Vault_V1_GetPublicKeyResponse {
+    get {
+      if case .publicKey(let v)? = reply {return v}
+      return Custos_Vault_V1_GetPublicKeyResponse()
+    }
+    set {reply = .publicKey(newValue)}
+  }
+
+  public var result: Custos_Vault_V1_GetResultResponse {
+    get {
+      if case .result(let v)? = reply {return v}
+      return Custos_Vault_V1_GetResultResponse()
+    }
+    set {reply = .result(newValue)}
+  }
+
+  public var refusal: Custos_Vault_V1_CallRefusal {
+    get {
+      if case .refusal(let v)? = reply {return v}
+      return Custos_Vault_V1_CallRefusal()
+    }
+    set {reply = .refusal(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Reply: Equatable, Sendable {
+    case rootState(Custos_Vault_V1_GetRootStateResponse)
+    /// CreateWallet, UpdateWallet, RemoveWallet, Sign.
+    case vaultResult(Custos_Vault_V1_VaultResult)
+    case publicKey(Custos_Vault_V1_GetPublicKeyResponse)
+    case result(Custos_Vault_V1_GetResultResponse)
+    case refusal(Custos_Vault_V1_CallRefusal)
+
+  }
+
+  public init() {}
+}
+
+/// A refusal on a Pipeline stream: what a single call's status and trailers carry.
+public nonisolated struct Custos_Vault_V1_CallRefusal: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The gRPC status code the single call would have ended with.
+  public var status: UInt32 = 0
+
+  public var message: String = String()
+
+  /// custos-error: a VaultWireError.Code name.
+  public var error: String = String()
+
+  /// custos-reason, when the vault refused the request; empty otherwise.
+  public var reason: String = String()
+
+  /// custos-retry-after-ms; 0 when absent.
+  public var retryAfterMs: Int64 = 0
+
+  /// custos-attempts-before-lockout; -1 when absent.
+  public var attemptsBeforeLockout: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "custos.vault.v1"
@@ -1769,6 +1946,341 @@ nonisolated extension Custos_Vault_V1_UnsealResponse: SwiftProtobuf.Message, Swi
   public static func ==(lhs: Custos_Vault_V1_UnsealResponse, rhs: Custos_Vault_V1_UnsealResponse) -> Bool {
     if lhs.state != rhs.state {return false}
     if lhs._progress != rhs._progress {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_Vault_V1_PipelineCall: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PipelineCall"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}get_root_state\0\u{3}create_wallet\0\u{3}update_wallet\0\u{3}remove_wallet\0\u{1}sign\0\u{3}get_public_key\0\u{3}get_result\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try {
+        var v: Custos_Vault_V1_GetRootStateRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .getRootState(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .getRootState(v)
+        }
+      }()
+      case 3: try {
+        var v: Custos_Vault_V1_CreateWalletRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .createWallet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .createWallet(v)
+        }
+      }()
+      case 4: try {
+        var v: Custos_Vault_V1_UpdateWalletRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .updateWallet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .updateWallet(v)
+        }
+      }()
+      case 5: try {
+        var v: Custos_Vault_V1_RemoveWalletRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .removeWallet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .removeWallet(v)
+        }
+      }()
+      case 6: try {
+        var v: Custos_Vault_V1_SignRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .sign(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .sign(v)
+        }
+      }()
+      case 7: try {
+        var v: Custos_Vault_V1_GetPublicKeyRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .getPublicKey(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .getPublicKey(v)
+        }
+      }()
+      case 8: try {
+        var v: Custos_Vault_V1_GetResultRequest?
+        var hadOneofValue = false
+        if let current = self.call {
+          hadOneofValue = true
+          if case .getResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.call = .getResult(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    switch self.call {
+    case .getRootState?: try {
+      guard case .getRootState(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .createWallet?: try {
+      guard case .createWallet(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .updateWallet?: try {
+      guard case .updateWallet(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .removeWallet?: try {
+      guard case .removeWallet(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .sign?: try {
+      guard case .sign(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .getPublicKey?: try {
+      guard case .getPublicKey(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .getResult?: try {
+      guard case .getResult(let v)? = self.call else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_Vault_V1_PipelineCall, rhs: Custos_Vault_V1_PipelineCall) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.call != rhs.call {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_Vault_V1_PipelineReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PipelineReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}root_state\0\u{3}vault_result\0\u{3}public_key\0\u{1}result\0\u{1}refusal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try {
+        var v: Custos_Vault_V1_GetRootStateResponse?
+        var hadOneofValue = false
+        if let current = self.reply {
+          hadOneofValue = true
+          if case .rootState(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.reply = .rootState(v)
+        }
+      }()
+      case 3: try {
+        var v: Custos_Vault_V1_VaultResult?
+        var hadOneofValue = false
+        if let current = self.reply {
+          hadOneofValue = true
+          if case .vaultResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.reply = .vaultResult(v)
+        }
+      }()
+      case 4: try {
+        var v: Custos_Vault_V1_GetPublicKeyResponse?
+        var hadOneofValue = false
+        if let current = self.reply {
+          hadOneofValue = true
+          if case .publicKey(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.reply = .publicKey(v)
+        }
+      }()
+      case 5: try {
+        var v: Custos_Vault_V1_GetResultResponse?
+        var hadOneofValue = false
+        if let current = self.reply {
+          hadOneofValue = true
+          if case .result(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.reply = .result(v)
+        }
+      }()
+      case 6: try {
+        var v: Custos_Vault_V1_CallRefusal?
+        var hadOneofValue = false
+        if let current = self.reply {
+          hadOneofValue = true
+          if case .refusal(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.reply = .refusal(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    switch self.reply {
+    case .rootState?: try {
+      guard case .rootState(let v)? = self.reply else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .vaultResult?: try {
+      guard case .vaultResult(let v)? = self.reply else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .publicKey?: try {
+      guard case .publicKey(let v)? = self.reply else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .result?: try {
+      guard case .result(let v)? = self.reply else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .refusal?: try {
+      guard case .refusal(let v)? = self.reply else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_Vault_V1_PipelineReply, rhs: Custos_Vault_V1_PipelineReply) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.reply != rhs.reply {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Custos_Vault_V1_CallRefusal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CallRefusal"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{1}message\0\u{1}error\0\u{1}reason\0\u{3}retry_after_ms\0\u{3}attempts_before_lockout\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.status) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.retryAfterMs) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.attemptsBeforeLockout) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.status != 0 {
+      try visitor.visitSingularUInt32Field(value: self.status, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if self.retryAfterMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.retryAfterMs, fieldNumber: 5)
+    }
+    if self.attemptsBeforeLockout != 0 {
+      try visitor.visitSingularInt32Field(value: self.attemptsBeforeLockout, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Custos_Vault_V1_CallRefusal, rhs: Custos_Vault_V1_CallRefusal) -> Bool {
+    if lhs.status != rhs.status {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.retryAfterMs != rhs.retryAfterMs {return false}
+    if lhs.attemptsBeforeLockout != rhs.attemptsBeforeLockout {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
