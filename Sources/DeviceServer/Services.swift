@@ -111,27 +111,31 @@ extension VaultService {
   func createWallet(
     _ message: Custos_Vault_V1_CreateWalletRequest, token: String?
   ) async throws -> Custos_Vault_V1_VaultResult {
-    let call = try VaultCall(message)
-    return try await core.vaultCall(token: token, "CreateWallet") { try await $0.createWallet(call) }.message
+    try await change("CreateWallet", VaultCall(message), token) { try await $0.createWallet($1) }
   }
 
   func updateWallet(
     _ message: Custos_Vault_V1_UpdateWalletRequest, token: String?
   ) async throws -> Custos_Vault_V1_VaultResult {
-    let call = try VaultCall(message)
-    return try await core.vaultCall(token: token, "UpdateWallet") { try await $0.updateWallet(call) }.message
+    try await change("UpdateWallet", VaultCall(message), token) { try await $0.updateWallet($1) }
   }
 
   func removeWallet(
     _ message: Custos_Vault_V1_RemoveWalletRequest, token: String?
   ) async throws -> Custos_Vault_V1_VaultResult {
-    let call = try VaultCall(message)
-    return try await core.vaultCall(token: token, "RemoveWallet") { try await $0.removeWallet(call) }.message
+    try await change("RemoveWallet", VaultCall(message), token) { try await $0.removeWallet($1) }
   }
 
   func sign(_ message: Custos_Vault_V1_SignRequest, token: String?) async throws -> Custos_Vault_V1_VaultResult {
-    let call = try VaultCall(message)
-    return try await core.vaultCall(token: token, "Sign") { try await $0.sign(call) }.message
+    try await change("Sign", VaultCall(message), token) { try await $0.sign($1) }
+  }
+
+  /// A create, update, remove or sign: the call the request decoded to, run by the vault.
+  private func change(
+    _ name: String, _ call: VaultCall, _ token: String?,
+    _ body: (any VaultBackend, VaultCall) async throws -> VaultOutcome
+  ) async throws -> Custos_Vault_V1_VaultResult {
+    try await core.vaultCall(token: token, name) { try await body($0, call) }.message
   }
 
   func publicKey(
