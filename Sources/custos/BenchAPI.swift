@@ -155,6 +155,7 @@ struct BenchAPI: AsyncParsableCommand {
         try await made.start(ceremony: ceremony, participants: participants)
       } catch {
         made.close()
+        await trap?.awaitHandlerIfFired()
         throw error
       }
       baseURL = made.baseURL
@@ -170,13 +171,17 @@ struct BenchAPI: AsyncParsableCommand {
       workload = try APIWorkload(baseURL: baseURL, apiKey: key, connections: 2 * clients)
     } catch {
       world?.close()
+      await trap?.awaitHandlerIfFired()
       throw error
     }
     do {
       try await measure(workload, &report, wallets: walletCount, warmup: warmupCount, serverPID, devicePID)
     } catch {
+      // A signal's handler may be stopping the world under the workflows: it exits with
+      // 128 + signal once the world is gone, not this path with the workflows' error.
       await workload.shutdown()
       world?.close()
+      await trap?.awaitHandlerIfFired()
       throw error
     }
     await workload.shutdown()
