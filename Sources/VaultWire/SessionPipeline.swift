@@ -117,13 +117,13 @@ final class SessionPipeline: Sendable {
 
   /// Fails every waiting call with `error` (the first reason the stream ended is kept).
   private func end(_ error: VaultWireError) {
-    let waiting = state.withLock { state -> [Waiting] in
+    let (reason, waiting) = state.withLock { state -> (VaultWireError, [Waiting]) in
       if state.ended == nil { state.ended = error }
       defer { state.waiting = [:] }
-      return Array(state.waiting.values)
+      return (state.ended ?? error, Array(state.waiting.values))
     }
     outbox.finish()
-    for call in waiting { call.continuation.resume(throwing: state.withLock { $0.ended } ?? error) }
+    for call in waiting { call.continuation.resume(throwing: reason) }
   }
 
   /// Fails calls older than the timeout, checking twice a second, until cancelled.
