@@ -19,10 +19,12 @@ struct BenchApprove: AsyncParsableCommand {
       measures the raw cryptography (two P-256 verifications, one secp256k1 sign + verify) and \
       the token's unseal + re-seal at the same parallelism, and each stage alone on one thread.
 
-      With --socket PATH --cu-credential FILE it then runs the same workload (the same code) \
+      With --socket PATH --cu-credential FILE it also runs the same workload (the same code) \
       against the running device on that socket, which must be READY and hold no wallet yet \
       (a fresh init-device rehearsal, unsealed): --clients connections, each with its own Crypto \
-      User session, share the --concurrency requests. It reports both rates and their ratio \
+      User session, share the --concurrency requests. The two runs take turns: in-process \
+      wallets, socket wallets, then in-process round 1, socket round 1, and so on, so a drift \
+      of the machine's speed falls on both. It reports both rates and their ratio \
       (target >= 0.8), batch sizes (from the epochs the results carry), latency percentiles, \
       the device's CPU, and its resident memory (VmRSS of the process found with SO_PEERCRED) \
       before and after the wallets are created. The device serves with its own settings (one \
@@ -110,7 +112,12 @@ struct BenchApprove: AsyncParsableCommand {
       return
     }
     let cores = ProcessInfo.processInfo.activeProcessorCount
+    // The socket's rounds alternate with the in-process ones (in-process round 1, socket round
+    // 1, ...): this VM's speed drifts by a quarter over minutes, and in turns both runs meet it.
+    let socketRun = try socketBench.flatMap { bench in try connection.map { try SocketBench.Run(bench, $0) } }
+    let (wallets, boundSeconds) = (self.wallets, self.boundSeconds)
     let inProcess: ApproveBenchmark.Report
+    var socketReport: SocketBench.Report? = nil
     do {
       inProcess = try await ApproveBenchmark(
         options: .init(
@@ -119,17 +126,15 @@ struct BenchApprove: AsyncParsableCommand {
           linger: socket == nil ? .microseconds(lingerMicroseconds) : CustodyVault.defaultLinger,
           boundSeconds: boundSeconds),
         logger: logger
-      ).run()
+      ).run(
+        afterCreation: { try await socketRun?.prepare(wallets: wallets, boundSeconds: boundSeconds) },
+        afterRound: { try await socketRun?.round($0) })
+      socketReport = try await socketRun?.finish()
     } catch {
       await connection?.close()
       throw error
     }
     if !json { printInProcess(inProcess) }
-    var socketReport: SocketBench.Report? = nil
-    if let socketBench, let connection {
-      socketReport = try await socketBench.run(
-        connection, wallets: wallets, rounds: rounds, boundSeconds: boundSeconds)
-    }
     let comparison = socketReport.flatMap { Comparison(inProcess: inProcess.workload, socket: $0) }
     if json {
       let output = JSONReport(

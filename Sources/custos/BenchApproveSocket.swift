@@ -251,27 +251,50 @@ struct SocketBench {
       clientMicrosecondsPerCall: (processCPUSeconds() - clientStart) * 1e6 / Double(calls))
   }
 
-  /// Wallets and rounds of signatures, with the device's memory before and after the wallets
-  /// are created and after the rounds.
-  func run(_ connection: Connection, wallets: Int, rounds: Int, boundSeconds: Double) async throws -> Report {
-    let (device, peer, vaults) = (connection.device, connection.peer, connection.vaults)
-    do {
-      var memory = [try sample(peer, wallets: 0, seconds: nil)]
-      let wire = try await wireBound(connection, seconds: boundSeconds)
-      let otherWire = try await otherWireBound(connection, seconds: boundSeconds)
-      let workload = try ApproveWorkload(targets: vaults, concurrency: concurrency)
-      let report = try await workload.run(
-        target: "socket", wallets: wallets, rounds: rounds, deviceCPUSeconds: { peer.cpuSeconds() },
-        afterCreation: { memory.append(try sample(peer, wallets: wallets, seconds: nil)) })
-      memory.append(try sample(peer, wallets: wallets, seconds: nil))
+  /// The socket run, measured in turns with the in-process one: `prepare` (the wire's bounds,
+  /// the wallets, the device's memory before and after them), then one `round` after each
+  /// in-process round, then `finish` (memory after the rounds, the durable root, the report).
+  final class Run {
+    let bench: SocketBench
+    let connection: Connection
+    let workload: ApproveWorkload<RemoteVault>
+    private var memory = [DeviceMemory]()
+    private var wire: WireBound?
+    private var otherWire: WireBound?
+    private var creation: ApproveWorkloadReport.Creation?
+    private var rounds = [ApproveWorkloadReport.Round]()
+
+    init(_ bench: SocketBench, _ connection: Connection) throws {
+      self.bench = bench
+      self.connection = connection
+      workload = try ApproveWorkload(targets: connection.vaults, concurrency: bench.concurrency)
+    }
+
+    func prepare(wallets: Int, boundSeconds: Double) async throws {
+      let peer = connection.peer
+      memory.append(try bench.sample(peer, wallets: 0, seconds: nil))
+      wire = try await bench.wireBound(connection, seconds: boundSeconds)
+      otherWire = try await bench.otherWireBound(connection, seconds: boundSeconds)
+      creation = try await workload.createWallets(wallets)
+      memory.append(try bench.sample(peer, wallets: wallets, seconds: nil))
+    }
+
+    func round(_ index: Int) async throws {
+      let peer = connection.peer
+      rounds.append(try await workload.signRound(index, deviceCPUSeconds: { peer.cpuSeconds() }))
+    }
+
+    func finish() async throws -> Report {
+      guard let creation else { throw CommandFailure("the socket run was not prepared") }
+      memory.append(try bench.sample(connection.peer, wallets: creation.wallets, seconds: nil))
+      let report = ApproveWorkloadReport(
+        target: "socket", connections: connection.vaults.count, concurrency: bench.concurrency, creation: creation,
+        rounds: rounds, durableRootMatches: try await workload.durableRootMatches())
       await connection.close()
       return Report(
-        device: device, pid: peer.pid, clients: clients, workload: report, creation: nil, peakReset: nil,
-        durableRootMatches: report.durableRootMatches, memory: memory, sessionCalls: sessionCalls.rawValue,
-        wire: wire, otherWire: otherWire)
-    } catch {
-      await connection.close()
-      throw error
+        device: connection.device, pid: connection.peer.pid, clients: bench.clients, workload: report,
+        creation: nil, peakReset: nil, durableRootMatches: report.durableRootMatches, memory: memory,
+        sessionCalls: bench.sessionCalls.rawValue, wire: wire, otherWire: otherWire)
     }
   }
 
@@ -303,7 +326,7 @@ struct SocketBench {
     }
   }
 
-  private func sample(_ peer: PeerProcess, wallets: Int, seconds: Double?) throws -> DeviceMemory {
+  func sample(_ peer: PeerProcess, wallets: Int, seconds: Double?) throws -> DeviceMemory {
     let (resident, peak) = try peer.memory()
     return DeviceMemory(wallets: wallets, seconds: seconds, residentBytes: resident, peakBytes: peak)
   }

@@ -105,7 +105,12 @@ public struct ApproveBenchmark {
     let approvals: [[UInt8]]
   }
 
-  public func run() async throws -> Report {
+  /// Runs the benchmark. `afterCreation` runs once this run's wallets exist and `afterRound`
+  /// after each of its signing rounds: a comparison run (the socket's) prepares and measures
+  /// its own rounds there, in turns with these, so a drift of the machine's speed falls on both.
+  public func run(
+    afterCreation: () async throws -> Void = {}, afterRound: (Int) async throws -> Void = { _ in }
+  ) async throws -> Report {
     let scratch = try BenchmarkDevice(in: options.scratchDirectory, logger: logger)
     defer { scratch.remove() }
     let session = scratch.session
@@ -118,7 +123,10 @@ public struct ApproveBenchmark {
     let workload = try ApproveWorkload(targets: [vault], concurrency: options.concurrency)
     var report = try await workload.run(
       target: "in-process", wallets: options.wallets, rounds: options.rounds,
-      afterCreation: { vault.resetCommitStatistics() })
+      afterCreation: {
+        try await afterCreation()
+        vault.resetCommitStatistics()
+      }, afterRound: afterRound)
     let statistics = vault.commitStatistics
 
     // Durable: the token's root, read back through the store, is the mirror's too.

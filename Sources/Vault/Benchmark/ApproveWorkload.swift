@@ -377,16 +377,19 @@ public struct ApproveWorkloadReport: Codable, Sendable, Hashable {
 
 extension ApproveWorkload {
   /// The whole workload, reported: creates `wallets` wallets, runs `afterCreation` (the socket
-  /// run reads the device's memory there), then `rounds` rounds of signatures.
+  /// run reads the device's memory there), then `rounds` rounds of signatures, running
+  /// `afterRound` after each (another workload measured in turns with this one runs its round
+  /// there, so both meet the same machine).
   public func run(
     target name: String, wallets: Int, rounds: Int, deviceCPUSeconds: (() -> Double)? = nil,
-    afterCreation: () async throws -> Void = {}
+    afterCreation: () async throws -> Void = {}, afterRound: (Int) async throws -> Void = { _ in }
   ) async throws -> ApproveWorkloadReport {
     let creation = try await createWallets(wallets)
     try await afterCreation()
     var measured = [ApproveWorkloadReport.Round]()
     for round in 0..<rounds {
       measured.append(try await signRound(round, deviceCPUSeconds: deviceCPUSeconds))
+      try await afterRound(round)
     }
     return ApproveWorkloadReport(
       target: name, connections: targets.count, concurrency: concurrency, creation: creation, rounds: measured,
