@@ -21,6 +21,8 @@ let openAPIURLSession = Target.Dependency.product(name: "OpenAPIURLSession", pac
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
 let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let openAPIAsyncHTTPClient = Target.Dependency.product(
   name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client")
 
@@ -42,6 +44,7 @@ let package = Package(
     .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
     // The custody server: HTTP (Hummingbird), the API from openapi.yaml, SQLite through GRDB.
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.0"),
@@ -144,7 +147,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "custos-server",
-      dependencies: ["Server", "Custody", "VaultWire", argumentParser, logging, serviceLifecycle]
+      dependencies: ["Server", "Custody", "VaultWire", argumentParser, logging, serviceLifecycle, nioCore, nioPosix]
     ),
     .executableTarget(
       name: "custos-hsm",

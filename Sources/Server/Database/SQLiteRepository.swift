@@ -175,8 +175,33 @@ public final class SQLiteRepository: CustodyRepository {
     }
   }
 
+  /// One request with its approvals, in one statement (the workflow's most frequent read):
+  /// a row per approval, or one row with NULL approval columns when it has none.
   static func request(_ db: Database, _ id: String) throws -> StoredRequest? {
-    try requests(db, sql: "SELECT \(requestColumns) FROM requests WHERE id = ?", arguments: [id]).first
+    let rows = try Row.fetchAll(db.cachedStatement(sql: requestWithApprovalsSQL), arguments: [id])
+    guard let first = rows.first else { return nil }
+    var request = request(row: first)
+    for row in rows {
+      guard let approverID = row[requestColumnCount] as String? else { continue }
+      request.approvals.append(approval(approverID: approverID, row: row, from: requestColumnCount + 1))
+    }
+    return request
+  }
+
+  static let requestColumnCount = requestColumns.split(separator: ",").count
+
+  static let requestWithApprovalsSQL = """
+    SELECT \(requestColumns.split(separator: ", ").map { "r.\($0)" }.joined(separator: ", ")), \
+    a.approver_id, a.encoded, a.received_at
+    FROM requests r LEFT JOIN approvals a ON a.request_id = r.id
+    WHERE r.id = ? ORDER BY a.received_at, a.approver_id
+    """
+
+  /// An approval from `row`: its encoding and reception time at columns `from` and `from + 1`.
+  static func approval(approverID: String, row: Row, from column: Int) -> StoredApproval {
+    StoredApproval(
+      approverID: approverID, encoded: Array(row[column] as Data),
+      receivedAt: Date(timeIntervalSince1970: row[column + 1]))
   }
 
   static func requests(_ db: Database, sql: String, arguments: StatementArguments) throws -> [StoredRequest] {
@@ -192,9 +217,7 @@ public final class SQLiteRepository: CustodyRepository {
       arguments: StatementArguments(requests.map(\.id)))
     var byRequest = [String: [StoredApproval]]()
     for row in rows {
-      byRequest[row[0], default: []].append(
-        StoredApproval(
-          approverID: row[1], encoded: Array(row[2] as Data), receivedAt: Date(timeIntervalSince1970: row[3])))
+      byRequest[row[0], default: []].append(approval(approverID: row[1], row: row, from: 2))
     }
     for index in requests.indices { requests[index].approvals = byRequest[requests[index].id] ?? [] }
     return requests
