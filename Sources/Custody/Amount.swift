@@ -107,27 +107,29 @@ public struct Amount: Sendable, Hashable, Comparable, CustomStringConvertible {
   }
 
   private func dividedBySmall(_ divisor: UInt64) -> (quotient: Amount, remainder: UInt64) {
-    var result = [UInt64](repeating: 0, count: 4)
-    var remainder: UInt64 = 0
-    for index in stride(from: 3, through: 0, by: -1) {
-      let (quotient, rest) = divisor.dividingFullWidth((remainder, array[index]))
-      result[index] = quotient
-      remainder = rest
-    }
-    return (Amount(array: result), remainder)
+    let (q3, r3) = divisor.dividingFullWidth((0, words.3))
+    let (q2, r2) = divisor.dividingFullWidth((r3, words.2))
+    let (q1, r1) = divisor.dividingFullWidth((r2, words.1))
+    let (q0, r0) = divisor.dividingFullWidth((r1, words.0))
+    return (Amount(words: (q0, q1, q2, q3)), r0)
   }
 
   /// Decimal digits.
   public var description: String {
-    if self == .zero { return "0" }
-    var digits = [UInt8]()
+    // Nineteen digits at a time: 10^19 is the largest power of ten in a word.
+    var chunks = [UInt64]()
     var value = self
-    while value != .zero {
-      let (quotient, remainder) = value.dividedBySmall(10)
-      digits.append(UInt8(ascii: "0") + UInt8(remainder))
+    repeat {
+      let (quotient, remainder) = value.dividedBySmall(10_000_000_000_000_000_000)
+      chunks.append(remainder)
       value = quotient
+    } while value != .zero
+    var text = String(chunks.removeLast())
+    for chunk in chunks.reversed() {
+      let digits = String(chunk)
+      text += String(repeating: "0", count: 19 - digits.utf8.count) + digits
     }
-    return String(decoding: digits.reversed(), as: UTF8.self)
+    return text
   }
 
   public static func == (lhs: Amount, rhs: Amount) -> Bool {

@@ -10,20 +10,36 @@ public enum Base64URL {
 
   /// The unpadded base64url characters of `bytes`, as ASCII bytes.
   public static func encodedBytes(_ bytes: some Collection<UInt8>) -> [UInt8] {
-    var out = [UInt8]()
-    out.reserveCapacity((bytes.count * 4 + 2) / 3)
-    var buffer: UInt32 = 0
-    var bits = 0
-    for byte in bytes {
-      buffer = buffer << 8 | UInt32(byte)
-      bits += 8
-      while bits >= 6 {
-        bits -= 6
-        out.append(alphabet[Int((buffer >> UInt32(bits)) & 0x3F)])
+    if let encoded = bytes.withContiguousStorageIfAvailable(encodedBytes(contiguous:)) { return encoded }
+    return Array(bytes).withUnsafeBufferPointer(encodedBytes(contiguous:))
+  }
+
+  /// Three bytes make four characters; one or two left over make two or three.
+  private static func encodedBytes(contiguous bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+    let count = (bytes.count * 4 + 2) / 3
+    return alphabet.withUnsafeBufferPointer { alphabet in
+      [UInt8](unsafeUninitializedCapacity: count) { out, initialized in
+        var (read, written) = (0, 0)
+        while read + 3 <= bytes.count {
+          let group = UInt32(bytes[read]) << 16 | UInt32(bytes[read + 1]) << 8 | UInt32(bytes[read + 2])
+          out[written] = alphabet[Int(group >> 18)]
+          out[written + 1] = alphabet[Int(group >> 12 & 0x3F)]
+          out[written + 2] = alphabet[Int(group >> 6 & 0x3F)]
+          out[written + 3] = alphabet[Int(group & 0x3F)]
+          read += 3
+          written += 4
+        }
+        let left = bytes.count - read
+        if left > 0 {
+          let group = UInt32(bytes[read]) << 16 | (left == 2 ? UInt32(bytes[read + 1]) << 8 : 0)
+          out[written] = alphabet[Int(group >> 18)]
+          out[written + 1] = alphabet[Int(group >> 12 & 0x3F)]
+          if left == 2 { out[written + 2] = alphabet[Int(group >> 6 & 0x3F)] }
+          written += left + 1
+        }
+        initialized = written
       }
     }
-    if bits > 0 { out.append(alphabet[Int((buffer << UInt32(6 - bits)) & 0x3F)]) }
-    return out
   }
 
   /// The bytes of unpadded base64url `text`; nil for any other character, padding, a length

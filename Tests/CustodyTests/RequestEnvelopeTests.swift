@@ -267,6 +267,7 @@ import Testing
       let standard = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
         .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
       #expect(Base64URL.encode(bytes) == standard)
+      #expect(Base64URL.encode(bytes.lazy.map { $0 }) == standard, "a collection without contiguous storage")
       #expect(Base64URL.decode(standard) == bytes)
     }
   }

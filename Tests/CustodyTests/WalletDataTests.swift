@@ -1,7 +1,8 @@
 import Crypto
-import Custody
 import TestSupport
 import Testing
+
+@testable import Custody
 
 /// The smallest valid wallet: one Ed25519 bot, no limits.
 let minimalWallet = WalletData(
@@ -258,6 +259,41 @@ func edit(_ item: CBOR, at path: [UInt64] = [2], field key: UInt64, to value: CB
     #expect(Amount.zero.bigEndianBytes.isEmpty && Amount.zero.description == "0")
     #expect(Amount(decimal: "12a") == nil && Amount(decimal: "") == nil && Amount(decimal: "-1") == nil)
     #expect(Amount(bigEndian: [0, 0, 5]) == Amount(5))
+  }
+
+  /// Decimal text both ways over the whole range: every power of ten and its neighbours (where
+  /// a digit chunk's zero padding shows), random 64-bit values against the standard library's
+  /// text, and random 256-bit values written and read back.
+  @Test func amountsInDecimal() {
+    var power = "1"
+    for _ in 0...77 {
+      let value = Amount(decimal: power)!
+      #expect(value.description == power)
+      #expect(value.subtracting(Amount(1))!.adding(Amount(1))!.description == power)
+      #expect(
+        value.subtracting(Amount(1))!.description
+          == (power == "1" ? "0" : String(repeating: "9", count: power.count - 1)))
+      if let next = value.adding(Amount(1)) {
+        #expect(next.description == String(power.dropLast()) + "1" || power == "1" && next.description == "2")
+      }
+      power += "0"
+    }
+    var generator = SystemRandomNumberGenerator()
+    for _ in 0..<2_000 {
+      let small = UInt64.random(in: 0...UInt64.max, using: &generator)
+      #expect(Amount(small).description == String(small))
+      let bytes = (0..<Int.random(in: 1...32, using: &generator)).map { _ in
+        UInt8.random(in: 0...255, using: &generator)
+      }
+      let large = Amount(bigEndian: bytes)!
+      #expect(Amount(decimal: large.description) == large)
+      #expect(large.description.first != "0" || large == .zero)
+    }
+    #expect(RequestEnvelope.decimal(Amount(decimal: "1500000000000000000")!, places: 18) == "1.5")
+    #expect(RequestEnvelope.decimal(Amount(5), places: 18) == "0.000000000000000005")
+    #expect(RequestEnvelope.decimal(Amount(decimal: "20000000000000000000")!, places: 18) == "20")
+    #expect(RequestEnvelope.decimal(.zero, places: 9) == "0")
+    #expect(RequestEnvelope.decimal(Amount(decimal: "123")!, places: 0) == "123")
   }
 
   @Test func timeWindowsWrapPastMidnight() {

@@ -114,12 +114,13 @@ extension RequestEnvelope {
 
   /// `amount / 10^places` in decimal, without trailing zeros.
   static func decimal(_ amount: Amount, places: Int) -> String {
-    var digits = Array(amount.description)
-    if digits.count <= places { digits = Array(repeating: "0", count: places + 1 - digits.count) + digits }
+    let zero = UInt8(ascii: "0")
+    var digits = Array(amount.description.utf8)
+    if digits.count <= places { digits = [UInt8](repeating: zero, count: places + 1 - digits.count) + digits }
     var fraction = digits.suffix(places)
-    while fraction.last == "0" { fraction.removeLast() }
-    let whole = String(digits.dropLast(places))
-    return fraction.isEmpty ? whole : whole + "." + String(fraction)
+    while fraction.last == zero { fraction.removeLast() }
+    let whole = String(decoding: digits.dropLast(places), as: UTF8.self)
+    return fraction.isEmpty ? whole : whole + "." + String(decoding: fraction, as: UTF8.self)
   }
 
   /// Printable UTF-8 in quotes, anything else as hex.
