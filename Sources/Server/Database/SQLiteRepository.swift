@@ -256,9 +256,15 @@ public final class SQLiteRepository: CustodyRepository {
   static func splitIDs(_ text: String) -> [String] {
     // Without a backslash no id holds an escape, so none holds a quote: the array is
     // ["a","b",...] exactly as `joinIDs` wrote it, and `","` only separates ids.
+    // Split at the quotes, the pieces are `[`, an id, `,`, an id, ..., an id, `]`.
     if text == "[]" { return [] }
-    if !text.utf8.contains(UInt8(ascii: "\\")), text.hasPrefix("[\""), text.hasSuffix("\"]"), text.utf8.count >= 4 {
-      return text.dropFirst(2).dropLast(2).split(separator: "\",\"", omittingEmptySubsequences: false).map(String.init)
+    if !text.utf8.contains(UInt8(ascii: "\\")) {
+      let pieces = text.utf8.split(separator: UInt8(ascii: "\""), omittingEmptySubsequences: false)
+      let framed =
+        pieces.count >= 3 && pieces.count % 2 == 1 && pieces.first!.elementsEqual("[".utf8)
+        && pieces.last!.elementsEqual("]".utf8)
+        && stride(from: 2, to: pieces.count - 1, by: 2).allSatisfy { pieces[$0].elementsEqual(",".utf8) }
+      if framed { return stride(from: 1, to: pieces.count, by: 2).map { String(Substring(pieces[$0])) } }
     }
     return (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
   }
