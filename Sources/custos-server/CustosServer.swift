@@ -87,8 +87,9 @@ struct Serve: AsyncParsableCommand {
   func run() async throws {
     // Tasks run on the HTTP server's event loops instead of Swift's global pool: a request's
     // handler then needs no hop between the two thread pools on its way in and out (measured
-    // with wrk on this 2-core machine: 15-20% less server CPU per request; `custos bench api`:
-    // 5-10% per workflow). Nothing here blocks a thread but SQLite's short transactions.
+    // with wrk on this 2-core machine: 15-20% less server CPU per request on the simplest routes;
+    // in whole `custos bench api` workflows 5-11% in one pair of runs and inside the machine's
+    // noise in another). Nothing here blocks a thread but SQLite's short transactions.
     _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     let logger = makeLogger(verbose: verbose)
     let configuration = ServerConfiguration(

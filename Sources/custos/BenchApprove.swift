@@ -114,11 +114,11 @@ struct BenchApprove: AsyncParsableCommand {
     let cores = ProcessInfo.processInfo.activeProcessorCount
     // The socket's rounds alternate with the in-process ones (in-process round 1, socket round
     // 1, ...): this VM's speed drifts by a quarter over minutes, and in turns both runs meet it.
-    let socketRun = try socketBench.flatMap { bench in try connection.map { try SocketBench.Run(bench, $0) } }
-    let (wallets, boundSeconds) = (self.wallets, self.boundSeconds)
     let inProcess: ApproveBenchmark.Report
     var socketReport: SocketBench.Report? = nil
     do {
+      var socketRun: SocketBench.Run? = nil
+      if let socketBench, let connection { socketRun = try SocketBench.Run(socketBench, connection) }
       inProcess = try await ApproveBenchmark(
         options: .init(
           wallets: wallets, rounds: rounds, concurrency: concurrency, sessions: socket == nil ? sessions : cores,

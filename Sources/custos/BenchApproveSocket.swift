@@ -287,9 +287,7 @@ struct SocketBench {
     func finish() async throws -> Report {
       guard let creation else { throw CommandFailure("the socket run was not prepared") }
       memory.append(try bench.sample(connection.peer, wallets: creation.wallets, seconds: nil))
-      let report = ApproveWorkloadReport(
-        target: "socket", connections: connection.vaults.count, concurrency: bench.concurrency, creation: creation,
-        rounds: rounds, durableRootMatches: try await workload.durableRootMatches())
+      let report = try await workload.report(target: "socket", creation: creation, rounds: rounds)
       await connection.close()
       return Report(
         device: connection.device, pid: connection.peer.pid, clients: bench.clients, workload: report,

@@ -190,9 +190,10 @@ public final class SQLiteRepository: CustodyRepository {
 
   static let requestColumnCount = requestColumns.split(separator: ",").count
 
+  /// `requestColumns` name no column of `approvals` (SQLite would refuse an ambiguous name
+  /// when the statement is prepared), so they need no table prefix here.
   static let requestWithApprovalsSQL = """
-    SELECT \(requestColumns.split(separator: ", ").map { "r.\($0)" }.joined(separator: ", ")), \
-    a.approver_id, a.encoded, a.received_at
+    SELECT \(requestColumns), a.approver_id, a.encoded, a.received_at
     FROM requests r LEFT JOIN approvals a ON a.request_id = r.id
     WHERE r.id = ? ORDER BY a.received_at, a.approver_id
     """
@@ -255,8 +256,8 @@ public final class SQLiteRepository: CustodyRepository {
 
   static func splitIDs(_ text: String) -> [String] {
     // Without a backslash no id holds an escape, so none holds a quote: the array is
-    // ["a","b",...] exactly as `joinIDs` wrote it, and `","` only separates ids.
-    // Split at the quotes, the pieces are `[`, an id, `,`, an id, ..., an id, `]`.
+    // ["a","b",...] exactly as `joinIDs` wrote it, and split at its quotes it gives `[`, an id,
+    // `,`, an id, ..., an id, `]`.
     if text == "[]" { return [] }
     if !text.utf8.contains(UInt8(ascii: "\\")) {
       let pieces = text.utf8.split(separator: UInt8(ascii: "\""), omittingEmptySubsequences: false)

@@ -391,8 +391,16 @@ extension ApproveWorkload {
       measured.append(try await signRound(round, deviceCPUSeconds: deviceCPUSeconds))
       try await afterRound(round)
     }
-    return ApproveWorkloadReport(
-      target: name, connections: targets.count, concurrency: concurrency, creation: creation, rounds: measured,
+    return try await report(target: name, creation: creation, rounds: measured)
+  }
+
+  /// The report of a creation and its rounds, with whether the durable root now equals the
+  /// mirror's tree (read from the targets at this point).
+  public func report(
+    target name: String, creation: ApproveWorkloadReport.Creation, rounds: [ApproveWorkloadReport.Round]
+  ) async throws -> ApproveWorkloadReport {
+    ApproveWorkloadReport(
+      target: name, connections: targets.count, concurrency: concurrency, creation: creation, rounds: rounds,
       durableRootMatches: try await durableRootMatches())
   }
 }
