@@ -16,7 +16,6 @@ let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "s
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 let openAPIRuntime = Target.Dependency.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")
-let openAPIHummingbird = Target.Dependency.product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird")
 let openAPIURLSession = Target.Dependency.product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
@@ -48,7 +47,6 @@ let package = Package(
     // The custody server: HTTP (Hummingbird), the API from openapi.yaml, SQLite through GRDB.
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.0"),
-    .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
     .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     // Clients of the custody API (tests, tools): the generated client over URLSession.
     .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
@@ -141,7 +139,7 @@ let package = Package(
     .target(
       name: "Server",
       dependencies: [
-        "CustosAPI", "VaultWire", "Custody", hummingbird, openAPIRuntime, openAPIHummingbird, grdb, logging,
+        "CustosAPI", "VaultWire", "Custody", hummingbird, openAPIRuntime, nioCore, grdb, logging,
         serviceLifecycle,
       ]
     ),

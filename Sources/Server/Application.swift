@@ -2,7 +2,6 @@ import CustosAPI
 import Foundation
 import Hummingbird
 import Logging
-import OpenAPIHummingbird
 import ServiceLifecycle
 import VaultWire
 
@@ -67,7 +66,7 @@ public func buildApplication(
   router.add(middleware: RouteErrorMiddleware())
   let handler = CustodyAPIHandler(custodian: custodian, logger: logger)
   try handler.registerHandlers(
-    on: router, configuration: .custos,
+    on: RouterTransport(router: router, maxBodySize: configuration.maxBodySize), configuration: .custos,
     middlewares: [
       ErrorMiddleware(maxBodySize: configuration.maxBodySize, logger: logger),
       APIKeyMiddleware(keys: APIKeyCache(repository: repository)),
