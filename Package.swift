@@ -19,11 +19,8 @@ let openAPIRuntime = Target.Dependency.product(name: "OpenAPIRuntime", package: 
 let openAPIURLSession = Target.Dependency.product(name: "OpenAPIURLSession", package: "swift-openapi-urlsession")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
-let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
-let openAPIAsyncHTTPClient = Target.Dependency.product(
-  name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client")
 
 let package = Package(
   name: "Custos",
@@ -51,9 +48,6 @@ let package = Package(
     // Clients of the custody API (tests, tools): the generated client over URLSession.
     .package(url: "https://github.com/apple/swift-openapi-urlsession", from: "1.4.0"),
     .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
-    // `custos bench api`: many concurrent API clients need a pooled, non-blocking HTTP client.
-    .package(url: "https://github.com/swift-server/async-http-client", from: "1.23.0"),
-    .package(url: "https://github.com/swift-server/swift-openapi-async-http-client", from: "1.5.0"),
     // Tests only: a self-signed certificate for the TLS listener.
     .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
     .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
@@ -162,7 +156,8 @@ let package = Package(
       dependencies: [
         "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", "CustosAPI",
         "ProcessSupport",
-        argumentParser, logging, openAPIRuntime, openAPIAsyncHTTPClient, asyncHTTPClient, httpTypes,
+        argumentParser, logging, openAPIRuntime, httpTypes, nioCore, nioPosix,
+        .product(name: "NIOHTTP1", package: "swift-nio"),
       ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an

@@ -168,7 +168,7 @@ struct BenchAPI: AsyncParsableCommand {
 
     let workload: APIWorkload
     do {
-      workload = try APIWorkload(baseURL: baseURL, apiKey: key, connections: 2 * clients)
+      workload = try APIWorkload(baseURL: baseURL, apiKey: key)
     } catch {
       world?.close()
       await trap?.awaitHandlerIfFired()

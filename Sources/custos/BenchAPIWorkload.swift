@@ -1,10 +1,8 @@
 import Approver
-import AsyncHTTPClient
 import Custody
 import CustosAPI
 import Foundation
 import HTTPTypes
-import OpenAPIAsyncHTTPClient
 import OpenAPIRuntime
 import Synchronization
 import Vault
@@ -12,8 +10,8 @@ import Vault
 typealias Schemas = Components.Schemas
 
 /// The HTTP side of `custos bench api`: a customer system (with an API key) and the approvers
-/// of every wallet (no key), through the client generated from openapi.yaml over
-/// AsyncHTTPClient. It creates 2-of-3 wallets (a P-256 bot, an Ed25519 bot and an ES256
+/// of every wallet (no key), through the client generated from openapi.yaml over kept-alive
+/// HTTP/1.1 connections (`KeepAliveTransport`). It creates 2-of-3 wallets (a P-256 bot, an Ed25519 bot and an ES256
 /// software passkey, each approving the creation), then runs complete signing workflows from
 /// `clients` concurrent clients: create an EIP-1559 transfer request, two approvers each fetch
 /// the envelope, check it and post their approval (the second one's call returns once the vault
@@ -99,28 +97,22 @@ final class APIWorkload: @unchecked Sendable {
   static let destination = "0x52908400098527886E0F7030069857D2E4169EE7"
   static let value = "1000000000000000"
 
-  let http: HTTPClient
+  let http: KeepAliveTransport
   /// The customer system: every call with the API key.
   let customer: Client
   /// The approvers: no key.
   let approvers: Client
   private(set) var wallets: [Wallet] = []
 
-  init(baseURL: String, apiKey: String, connections: Int) throws {
+  init(baseURL: String, apiKey: String) throws {
     guard let url = URL(string: baseURL) else { throw CommandFailure("'\(baseURL)' is not a URL") }
-    var configuration = HTTPClient.Configuration()
-    configuration.connectionPool = .init(
-      idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, connections))
-    configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
-    http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    let transport = AsyncHTTPClientTransport(configuration: .init(client: http, timeout: .seconds(60)))
-    customer = Client(
-      serverURL: url, configuration: .custos, transport: transport, middlewares: [BearerKey(key: apiKey)])
-    approvers = Client(serverURL: url, configuration: .custos, transport: transport)
+    http = try KeepAliveTransport(url: url, timeout: .seconds(60))
+    customer = Client(serverURL: url, configuration: .custos, transport: http, middlewares: [BearerKey(key: apiKey)])
+    approvers = Client(serverURL: url, configuration: .custos, transport: http)
   }
 
   func shutdown() async {
-    try? await http.shutdown()
+    http.shutdown()
   }
 
   // MARK: Set-up
