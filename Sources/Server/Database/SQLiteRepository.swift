@@ -16,6 +16,11 @@ public final class SQLiteRepository: CustodyRepository {
   /// the task afterwards (two thread switches).
   private func reading<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
 
+  /// A read of one statement, on the calling thread and without a transaction around it: one
+  /// SQLite statement reads one consistent snapshot by itself, and the BEGIN and COMMIT of a
+  /// read transaction are two more statements for each such read.
+  private func readingOneStatement<T>(_ body: (Database) throws -> T) throws -> T { try pool.unsafeRead(body) }
+
   /// A write transaction run on the calling thread (see `reading`); concurrent writers wait for
   /// SQLite's single writer as they would on GRDB's queue.
   private func writing<T>(_ body: (Database) throws -> T) throws -> T { try pool.write(body) }
@@ -23,18 +28,18 @@ public final class SQLiteRepository: CustodyRepository {
   // MARK: Wallets
 
   public func wallet(_ id: UInt64) async throws -> StoredWallet? {
-    try reading { db in try Self.wallet(db, id) }
+    try readingOneStatement { db in try Self.wallet(db, id) }
   }
 
   public func wallets(after: UInt64, limit: Int) async throws -> [StoredWallet] {
-    try reading { db in
+    try readingOneStatement { db in
       try Row.fetchAll(
         db.cachedStatement(
           sql: """
             SELECT \(Self.walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
             WHERE w.id > ? ORDER BY w.id LIMIT ?
             """), arguments: [Int64(after), limit]
-      ).map(Self.wallet(row:))
+      ).map { Self.wallet(row: $0) }
     }
   }
 
@@ -44,7 +49,7 @@ public final class SQLiteRepository: CustodyRepository {
         sql: """
           SELECT \(walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
           """), arguments: [Int64(id)]
-    ).map(wallet(row:))
+    ).map { wallet(row: $0) }
   }
 
   /// The columns `wallet(row:)` reads, in its order (rows are read by position: GRDB's lookup
@@ -52,14 +57,16 @@ public final class SQLiteRepository: CustodyRepository {
   static let walletColumns =
     "w.id, w.status, w.wallet_data, w.wallet_hash, s.sealed_seed, w.created_at, w.updated_at"
 
-  /// A wallet from a row of `walletColumns`.
-  static func wallet(row: Row) -> StoredWallet {
+  static let walletColumnCount = walletColumns.split(separator: ",").count
+
+  /// A wallet from a row of `walletColumns`, starting at column `from`.
+  static func wallet(row: Row, from first: Int = 0) -> StoredWallet {
     StoredWallet(
-      id: UInt64(row[0] as Int64), status: StoredWallet.Status(rawValue: row[1]) ?? .removed,
-      walletData: (row[2] as Data?).map { Array($0) }, walletHash: hash(row[3]),
-      sealedSeed: (row[4] as Data?).map { Array($0) },
-      createdAt: Date(timeIntervalSince1970: row[5]),
-      updatedAt: Date(timeIntervalSince1970: row[6]))
+      id: UInt64(row[first] as Int64), status: StoredWallet.Status(rawValue: row[first + 1]) ?? .removed,
+      walletData: (row[first + 2] as Data?).map { Array($0) }, walletHash: hash(row[first + 3]),
+      sealedSeed: (row[first + 4] as Data?).map { Array($0) },
+      createdAt: Date(timeIntervalSince1970: row[first + 5]),
+      updatedAt: Date(timeIntervalSince1970: row[first + 6]))
   }
 
   // MARK: Requests
@@ -82,13 +89,18 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func request(_ id: String) async throws -> StoredRequest? {
-    try reading { db in try Self.request(db, id) }
+    try readingOneStatement { db in try Self.request(db, id) }
   }
 
   public func requestAndWallet(_ id: String) async throws -> (request: StoredRequest, wallet: StoredWallet?)? {
-    try reading { db in
-      guard let request = try Self.request(db, id) else { return nil }
-      return (request, try request.walletID.flatMap { try Self.wallet(db, $0) })
+    try readingOneStatement { db in
+      let rows = try Row.fetchAll(db.cachedStatement(sql: Self.requestAndWalletSQL), arguments: [id])
+      guard let first = rows.first else { return nil }
+      let request = Self.request(rows: rows, approvalsFrom: Self.requestColumnCount + Self.walletColumnCount)
+      let wallet = (first[Self.requestColumnCount] as Int64?).map { _ in
+        Self.wallet(row: first, from: Self.requestColumnCount)
+      }
+      return (request, wallet)
     }
   }
 
@@ -179,16 +191,33 @@ public final class SQLiteRepository: CustodyRepository {
   /// a row per approval, or one row with NULL approval columns when it has none.
   static func request(_ db: Database, _ id: String) throws -> StoredRequest? {
     let rows = try Row.fetchAll(db.cachedStatement(sql: requestWithApprovalsSQL), arguments: [id])
-    guard let first = rows.first else { return nil }
-    var request = request(row: first)
+    guard !rows.isEmpty else { return nil }
+    return request(rows: rows, approvalsFrom: requestColumnCount)
+  }
+
+  /// The request of `rows` (non-empty: its columns first, one row per approval, whose columns
+  /// start at `column`, NULL when it has none) with its approvals.
+  static func request(rows: [Row], approvalsFrom column: Int) -> StoredRequest {
+    var request = request(row: rows[0])
     for row in rows {
-      guard let approverID = row[requestColumnCount] as String? else { continue }
-      request.approvals.append(approval(approverID: approverID, row: row, from: requestColumnCount + 1))
+      guard let approverID = row[column] as String? else { continue }
+      request.approvals.append(approval(approverID: approverID, row: row, from: column + 1))
     }
     return request
   }
 
   static let requestColumnCount = requestColumns.split(separator: ",").count
+
+  /// A request, the wallet it names (NULL columns when none) and its approvals, in one
+  /// statement: one snapshot without a transaction (an approver's envelope, an approval).
+  /// Request columns are prefixed here: `wallets` has columns of the same names.
+  static let requestAndWalletSQL = """
+    SELECT \(requestColumns.split(separator: ",").map { "r." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+      .joined(separator: ", ")), \(walletColumns), a.approver_id, a.encoded, a.received_at
+    FROM requests r LEFT JOIN wallets w ON w.id = r.wallet_id LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
+    LEFT JOIN approvals a ON a.request_id = r.id
+    WHERE r.id = ? ORDER BY a.received_at, a.approver_id
+    """
 
   /// `requestColumns` name no column of `approvals` (SQLite would refuse an ambiguous name
   /// when the statement is prepared), so they need no table prefix here.
@@ -553,7 +582,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func key(hash: Hash256) async throws -> APIKeyRecord? {
-    try reading { db in
+    try readingOneStatement { db in
       try Row.fetchOne(
         db.cachedStatement(sql: "SELECT * FROM api_keys WHERE key_hash = ?"), arguments: [Data(hash.bytes)]
       ).map(
@@ -562,7 +591,7 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   public func keys() async throws -> [APIKeyRecord] {
-    try reading { db in
+    try readingOneStatement { db in
       try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_keys ORDER BY created_at, id")).map(Self.key(row:))
     }
   }
