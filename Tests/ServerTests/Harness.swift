@@ -78,10 +78,11 @@ final class APIClient: @unchecked Sendable {
   @discardableResult
   func send(
     _ method: String, _ path: String, json: Any? = nil, raw: Data? = nil, contentType: String? = "application/json",
-    key: String?? = .none, operation: String?
+    key: String?? = .none, accept: String? = nil, operation: String?
   ) async throws -> HTTPAnswer {
     var request = URLRequest(url: URL(string: baseURL + path)!)
     request.httpMethod = method
+    if let accept { request.setValue(accept, forHTTPHeaderField: "Accept") }
     if let json { request.httpBody = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]) }
     if let raw { request.httpBody = raw }
     if request.httpBody != nil, let contentType { request.setValue(contentType, forHTTPHeaderField: "Content-Type") }

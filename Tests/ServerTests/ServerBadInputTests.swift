@@ -67,6 +67,19 @@ import VaultWire
         "POST", path, raw: Data("not json".utf8), contentType: "text/plain", operation: "createSigningRequest"),
       400, "unsupportedMediaType")
 
+    // An Accept header that allows no JSON answer is refused and says so; JSON, any type, or a
+    // list that includes JSON are answered.
+    try expectRefused(
+      try await api.send(
+        "POST", path, json: ["transaction": transfer], accept: "text/html", operation: "createSigningRequest"),
+      400, "notAcceptable")
+    for accept in ["application/json", "*/*", "text/html, application/json;q=0.9", "application/*"] {
+      let answer = try await api.send(
+        "GET", "/v1/approvals/\(requestID)", accept: accept, operation: "getApprovalRequest")
+      #expect(answer.status == 200, "Accept: \(accept): \(answer)")
+      #expect(answer.json["envelope"] is String, "Accept: \(accept): \(answer)")
+    }
+
     // Oversized bodies: refused before they are read whole.
     let huge = ["personalMessage": ["text": String(repeating: "a", count: 70_000)]]
     try expectRefused(

@@ -22,8 +22,8 @@ extension Components {
         /// - Remark: Generated from `#/components/schemas/Error`.
         public struct _Error: Codable, Hashable, Sendable {
             /// Machine-readable: `malformedJSON`, `unknownField`, `wrongType`, `missingField`,
-            /// `invalidValue`, `bodyTooLarge`, `unsupportedMediaType`, `unauthorized`, `forbidden`,
-            /// `walletNotFound`, `requestNotFound`, `walletRemoved`, `requestClosed`,
+            /// `invalidValue`, `bodyTooLarge`, `unsupportedMediaType`, `notAcceptable`, `unauthorized`,
+            /// `forbidden`, `walletNotFound`, `requestNotFound`, `walletRemoved`, `requestClosed`,
             /// `alreadyApproved`, `approvalRefused`, `deviceSealed`, `deviceUnavailable`,
             /// `reconciling`, `diverged`, `vaultRefused`, `notFound`, `methodNotAllowed`,
             /// `internal`.

@@ -34,6 +34,8 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let bodyTooLarge = Code("bodyTooLarge", status: 413)
     /// A body that is not `application/json`.
     public static let unsupportedMediaType = Code("unsupportedMediaType", status: 400)
+    /// An Accept header that allows no `application/json` answer.
+    public static let notAcceptable = Code("notAcceptable", status: 400)
     /// No API key, or an unknown or revoked one.
     public static let unauthorized = Code("unauthorized", status: 401)
     /// The key lacks the operation's scope.

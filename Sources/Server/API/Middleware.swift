@@ -230,10 +230,14 @@ struct RouteErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case .contentTooLarge: .bodyTooLarge
         default: APIError.Code("httpError", status: Int(error.status.code))
         }
-      let apiError = APIError(code, error.body ?? "\(error.status.reasonPhrase)")
-      let (head, _) = ErrorMiddleware.response(apiError)
-      let data = (try? ErrorMiddleware.encoder.encode(apiError.body)) ?? Data()
-      return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+      return Self.response(APIError(code, error.body ?? "\(error.status.reasonPhrase)"))
     }
+  }
+
+  /// The router's response carrying `error`, as `ErrorMiddleware.response` makes it.
+  static func response(_ error: APIError) -> Response {
+    let (head, _) = ErrorMiddleware.response(error)
+    let data = (try? ErrorMiddleware.encoder.encode(error.body)) ?? Data()
+    return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
   }
 }

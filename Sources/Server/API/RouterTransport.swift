@@ -11,7 +11,8 @@ import OpenAPIRuntime
 /// sequence of copied chunks, the response through a writer closure fed by another. Per request
 /// that cost more server CPU than several of the API's handlers; here the request body is
 /// collected once (at most `maxBodySize` bytes, else 413 `bodyTooLarge`) and the response goes
-/// out as one buffer, written with its head.
+/// out as one buffer, written with its head. An Accept header that allows no JSON answer is
+/// refused (400 `notAcceptable`) before the operation runs.
 struct RouterTransport<Context: RequestContext>: ServerTransport {
   let router: Router<Context>
   let maxBodySize: Int
@@ -35,13 +36,37 @@ struct RouterTransport<Context: RequestContext>: ServerTransport {
       for (name, value) in context.parameters where parameters[String(name)] == nil {
         parameters[String(name)] = value
       }
+      var head = request.head
+      if let accept = head.headerFields[.accept] {
+        // Checked before the operation runs (the generated code checks it when it writes the
+        // answer, after a POST has changed the database), and then left out: every operation
+        // of openapi.yaml answers application/json only, and the generated check parses media
+        // types at every request.
+        guard Self.acceptsJSON(accept) else {
+          return RouteErrorMiddleware<Context>.response(
+            APIError(.notAcceptable, "this API answers application/json only: send Accept: application/json, or none"))
+        }
+        head.headerFields[.accept] = nil
+      }
       let (response, body) = try await handler(
-        request.head, HTTPBody(received.readableBytesView), ServerRequestMetadata(pathParameters: parameters))
+        head, HTTPBody(received.readableBytesView), ServerRequestMetadata(pathParameters: parameters))
       var sent = ByteBuffer()
       if let body {
         for try await chunk in body { sent.writeBytes(chunk) }
       }
       return Response(status: response.status, headers: response.headerFields, body: ResponseBody(byteBuffer: sent))
+    }
+  }
+
+  /// Whether an Accept header allows an `application/json` answer: one of its media ranges is
+  /// `application/json`, `application/*` or `*/*` (parameters aside, as the generated code
+  /// reads them).
+  static func acceptsJSON(_ accept: String) -> Bool {
+    accept.split(separator: ",").contains { range in
+      let type = range.split(separator: ";", maxSplits: 1).first.map {
+        $0.trimmingCharacters(in: .whitespaces).lowercased()
+      }
+      return type == "application/json" || type == "application/*" || type == "*/*"
     }
   }
 }
