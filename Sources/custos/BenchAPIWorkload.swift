@@ -11,11 +11,11 @@ typealias Schemas = Components.Schemas
 
 /// The HTTP side of `custos bench api`: a customer system (with an API key) and the approvers
 /// of every wallet (no key), through the client generated from openapi.yaml over kept-alive
-/// HTTP/1.1 connections (`KeepAliveTransport`). It creates 2-of-3 wallets (a P-256 bot, an Ed25519 bot and an ES256
-/// software passkey, each approving the creation), then runs complete signing workflows from
-/// `clients` concurrent clients: create an EIP-1559 transfer request, two approvers each fetch
-/// the envelope, check it and post their approval (the second one's call returns once the vault
-/// signed), and the customer fetches the signed transaction.
+/// HTTP/1.1 connections (`KeepAliveTransport`). It creates 2-of-3 wallets (a P-256 bot, an
+/// Ed25519 bot and an ES256 software passkey, each approving the creation), then runs complete
+/// signing workflows from `clients` concurrent clients: create an EIP-1559 transfer request, two
+/// approvers each fetch the envelope, check it and post their approval (the second one's call
+/// returns once the vault signed), and the customer fetches the signed transaction.
 ///
 /// Client c works only on its own wallets (c, c + clients, ...): a wallet takes one signature
 /// at a time, because every request binds the wallet's current data and nonce and each

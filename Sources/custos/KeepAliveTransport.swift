@@ -123,6 +123,10 @@ final class KeepAliveTransport: ClientTransport, Sendable {
       let channel = self.channel
       let collector = self.collector
       loop.execute {
+        guard channel.isActive else {  // closed by the server since it was taken
+          promise.fail(CommandFailure("the server closed the connection"))
+          return
+        }
         collector.expect(promise, timeout: timeout, on: loop, channel: channel)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }

@@ -97,10 +97,9 @@ public final class SQLiteRepository: CustodyRepository {
       let rows = try Row.fetchAll(db.cachedStatement(sql: Self.requestAndWalletSQL), arguments: [id])
       guard let first = rows.first else { return nil }
       let request = Self.request(rows: rows, approvalsFrom: Self.requestColumnCount + Self.walletColumnCount)
-      let wallet = (first[Self.requestColumnCount] as Int64?).map { _ in
-        Self.wallet(row: first, from: Self.requestColumnCount)
-      }
-      return (request, wallet)
+      // The wallet's id column is NULL when the request names no wallet, or one not stored yet.
+      guard first[Self.requestColumnCount] as Int64? != nil else { return (request, nil) }
+      return (request, Self.wallet(row: first, from: Self.requestColumnCount))
     }
   }
 
