@@ -42,6 +42,7 @@ public struct CustodyServerClient: Sendable {
             id: $0.id, isPasskey: $0.kind == .passkey, approved: $0.approved,
             credentialID: $0.credentialId.flatMap { Base64URL.decode($0) }, rpID: $0.rpId)
         })
+    case .badRequest(let answer): throw refusal(400, try? answer.body.json)
     case .notFound(let answer): throw refusal(404, try? answer.body.json)
     case .internalServerError(let answer): throw refusal(500, try? answer.body.json)
     case .undocumented(let status, _): throw refusal(status, nil)

@@ -73,12 +73,19 @@ import VaultWire
       try await api.send(
         "POST", path, json: ["transaction": transfer], accept: "text/html", operation: "createSigningRequest"),
       400, "notAcceptable")
+    try expectRefused(
+      try await api.send("GET", "/v1/approvals/\(requestID)", accept: "text/html", operation: "getApprovalRequest"),
+      400, "notAcceptable")
     for accept in ["application/json", "*/*", "text/html, application/json;q=0.9", "application/*"] {
       let answer = try await api.send(
         "GET", "/v1/approvals/\(requestID)", accept: accept, operation: "getApprovalRequest")
       #expect(answer.status == 200, "Accept: \(accept): \(answer)")
       #expect(answer.json["envelope"] is String, "Accept: \(accept): \(answer)")
     }
+
+    // A wallet id that is not a number, on every route that takes one.
+    try expectRefused(try await api.send("GET", "/v1/wallets/abc", operation: "getWallet"), 400, "wrongType")
+    try expectRefused(try await api.send("DELETE", "/v1/wallets/abc", operation: "removeWallet"), 400, "wrongType")
 
     // Oversized bodies: refused before they are read whole.
     let huge = ["personalMessage": ["text": String(repeating: "a", count: 70_000)]]

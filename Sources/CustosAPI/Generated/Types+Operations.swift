@@ -97,6 +97,29 @@ public enum Operations {
                     }
                 }
             }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/device/get(getDeviceStatus)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
+                            response: self
+                        )
+                    }
+                }
+            }
             /// No API key, or one the server does not know.
             ///
             /// - Remark: Generated from `#/paths//v1/device/get(getDeviceStatus)/responses/401`.
@@ -792,6 +815,29 @@ public enum Operations {
                     }
                 }
             }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/wallets/{walletId}/get(getWallet)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
+                            response: self
+                        )
+                    }
+                }
+            }
             /// No API key, or one the server does not know.
             ///
             /// - Remark: Generated from `#/paths//v1/wallets/{walletId}/get(getWallet)/responses/401`.
@@ -1011,6 +1057,29 @@ public enum Operations {
                     default:
                         try throwUnexpectedResponseStatus(
                             expectedStatus: "accepted",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/wallets/{walletId}/delete(removeWallet)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
                             response: self
                         )
                     }
@@ -2536,6 +2605,29 @@ public enum Operations {
                     }
                 }
             }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/requests/{requestId}/get(getRequest)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
+                            response: self
+                        )
+                    }
+                }
+            }
             /// No API key, or one the server does not know.
             ///
             /// - Remark: Generated from `#/paths//v1/requests/{requestId}/get(getRequest)/responses/401`.
@@ -2753,6 +2845,29 @@ public enum Operations {
                     default:
                         try throwUnexpectedResponseStatus(
                             expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/requests/{requestId}/cancel/post(cancelRequest)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
                             response: self
                         )
                     }
@@ -3004,6 +3119,29 @@ public enum Operations {
                     default:
                         try throwUnexpectedResponseStatus(
                             expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// The body or a parameter is wrong: malformed JSON, an unknown field, a wrong type, a value out of range.
+            ///
+            /// - Remark: Generated from `#/paths//v1/approvals/{requestId}/get(getApprovalRequest)/responses/400`.
+            ///
+            /// HTTP response code: `400 badRequest`.
+            case badRequest(Components.Responses.BadRequest)
+            /// The associated value of the enum case if `self` is `.badRequest`.
+            ///
+            /// - Throws: An error if `self` is not `.badRequest`.
+            /// - SeeAlso: `.badRequest`.
+            public var badRequest: Components.Responses.BadRequest {
+                get throws {
+                    switch self {
+                    case let .badRequest(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "badRequest",
                             response: self
                         )
                     }
