@@ -29,7 +29,7 @@ final class KeepAliveTransport: ClientTransport, Sendable {
     }
     self.host = host
     self.port = url.port ?? 80
-    self.timeout = .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)
+    self.timeout = TimeAmount(timeout)
     self.group = group
   }
 

@@ -205,14 +205,14 @@ public final class SQLiteRepository: CustodyRepository {
     return request
   }
 
-  static let requestColumnCount = requestColumns.split(separator: ",").count
+  static let requestColumnCount = requestColumnNames.count
 
   /// A request, the wallet it names (NULL columns when none) and its approvals, in one
   /// statement: one snapshot without a transaction (an approver's envelope, an approval).
   /// Request columns are prefixed here: `wallets` has columns of the same names.
   static let requestAndWalletSQL = """
-    SELECT \(requestColumns.split(separator: ",").map { "r." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-      .joined(separator: ", ")), \(walletColumns), a.approver_id, a.encoded, a.received_at
+    SELECT \(requestColumnNames.map { "r." + $0 }.joined(separator: ", ")), \(walletColumns),
+      a.approver_id, a.encoded, a.received_at
     FROM requests r LEFT JOIN wallets w ON w.id = r.wallet_id LEFT JOIN sealed_seeds s ON s.wallet_id = w.id
     LEFT JOIN approvals a ON a.request_id = r.id
     WHERE r.id = ? ORDER BY a.received_at, a.approver_id
@@ -253,10 +253,14 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   /// The columns `request(row:)` reads, in its order (see `walletColumns`).
-  static let requestColumns = """
-    id, kind, wallet_id, status, envelope, envelope_hash, base_wallet_hash, nonce, threshold, approvers, \
-    created_at, expires_at, completed_at, output, result_epoch, failure_code, failure_message, vault_code, api_key_id
-    """
+  static let requestColumnNames = [
+    "id", "kind", "wallet_id", "status", "envelope", "envelope_hash", "base_wallet_hash", "nonce", "threshold",
+    "approvers", "created_at", "expires_at", "completed_at", "output", "result_epoch", "failure_code",
+    "failure_message", "vault_code", "api_key_id",
+  ]
+
+  /// `requestColumnNames` as a select list.
+  static let requestColumns = requestColumnNames.joined(separator: ", ")
 
   /// A request (without its approvals) from a row of `requestColumns`.
   static func request(row: Row) -> StoredRequest {
