@@ -41,9 +41,11 @@ public final class RootStateStore: @unchecked Sendable {
 
   private let session: Session
   private let logger: Logger
-  /// Directory whose files are flushed to disk after each commit; nil to leave it to the OS.
-  private let syncDirectory: String?
+  /// Flushes the token directory's files to disk after each commit; nil to leave it to the OS.
+  private let flusher: TokenDirectoryFlush?
   // Guarded by `lock`.
+  /// What the last flush synced (nil without a directory to flush).
+  private var lastFlush: TokenDirectoryFlush.Synced?
   private var slots: [String: ObjectHandle?]
   private var current: RootState
   private var currentSlot: String
@@ -57,12 +59,25 @@ public final class RootStateStore: @unchecked Sendable {
     self.current = state
     self.currentSlot = slot
     self.slots = slots
-    self.syncDirectory = syncDirectory
+    self.flusher = syncDirectory.map(TokenDirectoryFlush.init(directory:))
     self.logger = logger
   }
 
   /// The committed state.
   public var state: RootState { lock.withLock { current } }
+
+  /// The files and directories the last flush to disk synced, relative to the token directory
+  /// (nil when the store flushes nothing): what a commit made durable beyond the OS's cache.
+  public var lastSynced: (files: [String], directories: [String])? {
+    lock.withLock {
+      guard let flusher, let lastFlush else { return nil }
+      let prefix = flusher.directory
+      func relative(_ path: String) -> String {
+        path == prefix ? "." : path.hasPrefix(prefix + "/") ? String(path.dropFirst(prefix.count + 1)) : path
+      }
+      return (lastFlush.files.map(relative), lastFlush.directories.map(relative))
+    }
+  }
 
   /// Creates both slots holding `state` (the genesis state for a fresh device) in the
   /// partition `session` is logged into as the user. The key ceremony calls this once.
@@ -249,51 +264,11 @@ public final class RootStateStore: @unchecked Sendable {
     return RootState(epoch: epoch, leafCount: leafCount, root: root)
   }
 
-  /// Flushes the token directory's files to disk: SoftHSM itself never calls fsync, so without
-  /// this a power cut (not a process crash) could lose a commit the caller was told about.
+  /// Flushes the token directory's changed files to disk: SoftHSM itself never calls fsync, so
+  /// without this a power cut (not a process crash) could lose a commit the caller was told
+  /// about. Under the lock (or before the store is shared).
   private func flush() throws {
-    guard let syncDirectory else { return }
-    try RootStateStore.fsyncFiles(in: syncDirectory)
-  }
-
-  /// Flushes `directory`, the directories below it, and their `.object` files and files
-  /// without an extension (SoftHSM's `generation`). Walked with readdir(3), not FileManager:
-  /// this runs at every commit, and Foundation's path handling cost more CPU than the flush.
-  static func fsyncFiles(in directory: String) throws {
-    var directories = [directory]
-    var files = [String]()
-    var index = 0
-    while index < directories.count {
-      let path = directories[index]
-      index += 1
-      guard let stream = opendir(path) else { continue }
-      defer { closedir(stream) }
-      while let entry = readdir(stream) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-        if name == [0x2E] || name == [0x2E, 0x2E] { continue }  // "." and ".."
-        let full = path + "/" + String(decoding: name, as: UTF8.self)
-        if entry.pointee.d_type == UInt8(DT_DIR) {
-          directories.append(full)
-        } else if name.ends(with: Array(".object".utf8)) || !name.contains(0x2E) {
-          files.append(full)
-        }
-      }
-    }
-    for path in directories + files {
-      let descriptor = Foundation.open(path, O_RDONLY | O_CLOEXEC)
-      guard descriptor >= 0 else { continue }
-      defer { close(descriptor) }
-      guard fsync(descriptor) == 0 else {
-        throw VaultError(.tokenWrite, "fsync of \(path) failed: \(String(cString: strerror(errno)))")
-      }
-    }
-  }
-
-}
-
-extension Array where Element == UInt8 {
-  /// Whether the bytes end with `suffix`.
-  fileprivate func ends(with suffix: [UInt8]) -> Bool {
-    count >= suffix.count && self[(count - suffix.count)...].elementsEqual(suffix)
+    guard let flusher else { return }
+    lastFlush = try flusher.flush()
   }
 }

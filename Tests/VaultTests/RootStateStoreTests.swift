@@ -19,7 +19,6 @@ func withCustodySession<R>(_ test: TestDevice, _ body: (Session) throws -> R) th
   return try body(session)
 }
 
-/// The token's object files other than the token's own, newest first.
 /// The object files of the custody partition's token (but token.object) and their bytes.
 func objectFiles(_ test: TestDevice) throws -> [String: Data] {
   let tokens = test.device.tokenDirectory(ofPartition: "custody")
@@ -194,6 +193,36 @@ func objectFiles(_ test: TestDevice) throws -> [String: Data] {
       session: session, syncDirectory: device.tokenDirectory(ofPartition: "custody"), logger: testLogger)
     try store.commit(sampleState(1))
     #expect(try RootStateStore.open(session: session, logger: testLogger).state == sampleState(1))
+  }
+
+  /// The first flush syncs the whole token directory (what is on disk is unknown); after that
+  /// a commit syncs the one object file its label rewrite changed, and no directory.
+  @Test func aCommitSyncsExactlyTheFilesItChanged() throws {
+    let test = try TestDevice(partitions: ["custody"])
+    let directory = test.device.tokenDirectory(ofPartition: "custody")
+    try withCustodySession(test) { session throws in
+      let store = try RootStateStore.initialize(session: session, syncDirectory: directory, logger: testLogger)
+      let first = try #require(store.lastSynced)
+      let objects = try objectFiles(test).keys.map { String($0.dropFirst(directory.count + 1)) }
+      #expect(objects.count == 2)
+      #expect(Set(first.files).isSuperset(of: objects))
+      #expect(first.files.contains { $0.hasSuffix("/token.object") })
+      #expect(first.directories.count == 2)
+      #expect(first.directories.contains("."))
+      for epoch in UInt64(1)...4 {
+        let before = try objectFiles(test)
+        try store.commit(sampleState(epoch))
+        let changed = try objectFiles(test).filter { before[$0.key] != $0.value }.keys
+          .map { String($0.dropFirst(directory.count + 1)) }
+        let synced = try #require(store.lastSynced)
+        #expect(changed.count == 1)
+        #expect(synced.files == changed)
+        #expect(synced.directories.isEmpty)
+      }
+    }
+    try withCustodySession(test) { session throws in
+      #expect(try RootStateStore.open(session: session, logger: testLogger).state == sampleState(4))
+    }
   }
 
   @Test func flushingToDiskKeepsTheSameState() throws {
