@@ -86,9 +86,8 @@ import Testing
     }
   }
 
-  /// A write that fails part-way leaves the tree, and everything else of its transaction, as it was.
   /// Approver ids are stored as a JSON array; every id reads back as written, whether it takes
-  /// the quick path (no escapes) or JSON's (quotes, backslashes, slashes, controls).
+  /// the quick path (no escapes) or JSON's (quotes, backslashes, controls).
   @Test func approverIDsReadBackAsWritten() throws {
     let lists: [[String]] = [
       [], [""], ["bot-a"], ["bot-a", "bot-b", "carol"], ["a,b", "c\",\"d", "e"], ["back\\slash", "sl/ash"],
@@ -99,8 +98,10 @@ import Testing
       #expect(SQLiteRepository.splitIDs(text) == ids, "\(text)")
       #expect(try JSONDecoder().decode([String].self, from: Data(text.utf8)) == ids)
     }
+    #expect(SQLiteRepository.joinIDs(["bot-a", "sl/ash", "ünï"]) == #"["bot-a","sl/ash","ünï"]"#)
   }
 
+  /// A write that fails part-way leaves the tree, and everything else of its transaction, as it was.
   @Test func aFailedTransactionLeavesNothing() throws {
     let database = try TestDatabase()
     let before = try database.pool.read { db in try SQLiteRepository.treeSummary(db) }

@@ -62,7 +62,9 @@ struct RouterTransport<Context: RequestContext>: ServerTransport {
   /// `application/json`, `application/*` or `*/*` (parameters aside, as the generated code
   /// reads them).
   static func acceptsJSON(_ accept: String) -> Bool {
-    accept.split(separator: ",").contains { range in
+    // What clients send nearly always (the generated client's header, curl's), without parsing.
+    if accept == "application/json" || accept == "*/*" { return true }
+    return accept.split(separator: ",").contains { range in
       let type = range.split(separator: ";", maxSplits: 1).first.map {
         $0.trimmingCharacters(in: .whitespaces).lowercased()
       }

@@ -283,7 +283,20 @@ public final class SQLiteRepository: CustodyRepository {
 
   /// Approver ids as stored: JSON array text (ids may hold any character but controls).
   static func joinIDs(_ ids: [String]) -> String {
-    String(decoding: (try? JSONEncoder().encode(ids)) ?? Data("[]".utf8), as: UTF8.self)
+    // Ids without quotes, backslashes or control characters need no escapes: written as they
+    // are, between quotes (the ids of every approver kind the API takes). Others go through
+    // JSONEncoder.
+    let plain = ids.allSatisfy { id in
+      id.utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+    }
+    guard plain else { return String(decoding: (try? JSONEncoder().encode(ids)) ?? Data("[]".utf8), as: UTF8.self) }
+    var text = "["
+    for (index, id) in ids.enumerated() {
+      text += index == 0 ? "\"" : ",\""
+      text += id
+      text += "\""
+    }
+    return text + "]"
   }
 
   static func splitIDs(_ text: String) -> [String] {
