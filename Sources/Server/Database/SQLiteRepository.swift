@@ -44,12 +44,23 @@ public final class SQLiteRepository: CustodyRepository {
   }
 
   static func wallet(_ db: Database, _ id: UInt64) throws -> StoredWallet? {
-    try Row.fetchOne(
-      db.cachedStatement(
-        sql: """
-          SELECT \(walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
-          """), arguments: [Int64(id)]
-    ).map { wallet(row: $0) }
+    var wallet: StoredWallet? = nil
+    try forEachRow(db.cachedStatement(sql: walletSQL), [Int64(id)]) { row in wallet = Self.wallet(row: row) }
+    return wallet
+  }
+
+  static let walletSQL = """
+    SELECT \(walletColumns) FROM wallets w LEFT JOIN sealed_seeds s ON s.wallet_id = w.id WHERE w.id = ?
+    """
+
+  /// Calls `body` with each row of `statement` as SQLite steps to it, read in place (GRDB's
+  /// cursor row, valid until the next step): `fetchAll` and `fetchOne` copy every row, its
+  /// values and its column names first, which cost more than the query on the hot reads.
+  static func forEachRow(
+    _ statement: Statement, _ arguments: StatementArguments, _ body: (Row) throws -> Void
+  ) throws {
+    let cursor = try Row.fetchCursor(statement, arguments: arguments)
+    while let row = try cursor.next() { try body(row) }
   }
 
   /// The columns `wallet(row:)` reads, in its order (rows are read by position: GRDB's lookup
@@ -94,12 +105,14 @@ public final class SQLiteRepository: CustodyRepository {
 
   public func requestAndWallet(_ id: String) async throws -> (request: StoredRequest, wallet: StoredWallet?)? {
     try readingOneStatement { db in
-      let rows = try Row.fetchAll(db.cachedStatement(sql: Self.requestAndWalletSQL), arguments: [id])
-      guard let first = rows.first else { return nil }
-      let request = Self.request(rows: rows, approvalsFrom: Self.requestColumnCount + Self.walletColumnCount)
-      // The wallet's id column is NULL when the request names no wallet, or one not stored yet.
-      guard first[Self.requestColumnCount] as Int64? != nil else { return (request, nil) }
-      return (request, Self.wallet(row: first, from: Self.requestColumnCount))
+      try Self.request(
+        db.cachedStatement(sql: Self.requestAndWalletSQL), [id],
+        approvalsFrom: Self.requestColumnCount + Self.walletColumnCount
+      ) { first -> StoredWallet? in
+        // The wallet's id column is NULL when the request names no wallet, or one not stored yet.
+        guard first[Self.requestColumnCount] as Int64? != nil else { return nil }
+        return Self.wallet(row: first, from: Self.requestColumnCount)
+      }.map { (request: $0.request, wallet: $0.first) }
     }
   }
 
@@ -189,20 +202,24 @@ public final class SQLiteRepository: CustodyRepository {
   /// One request with its approvals, in one statement (the workflow's most frequent read):
   /// a row per approval, or one row with NULL approval columns when it has none.
   static func request(_ db: Database, _ id: String) throws -> StoredRequest? {
-    let rows = try Row.fetchAll(db.cachedStatement(sql: requestWithApprovalsSQL), arguments: [id])
-    guard !rows.isEmpty else { return nil }
-    return request(rows: rows, approvalsFrom: requestColumnCount)
+    try request(db.cachedStatement(sql: requestWithApprovalsSQL), [id], approvalsFrom: requestColumnCount) { _ in }?
+      .request
   }
 
-  /// The request of `rows` (non-empty: its columns first, one row per approval, whose columns
-  /// start at `column`, NULL when it has none) with its approvals.
-  static func request(rows: [Row], approvalsFrom column: Int) -> StoredRequest {
-    var request = request(row: rows[0])
-    for row in rows {
-      guard let approverID = row[column] as String? else { continue }
-      request.approvals.append(approval(approverID: approverID, row: row, from: column + 1))
+  /// The request of the rows `statement` reads (its columns first, then a row per approval
+  /// whose columns start at `column`, NULL when it has none) with its approvals, and what
+  /// `first` reads of its first row; nil without rows.
+  static func request<Extra>(
+    _ statement: Statement, _ arguments: StatementArguments, approvalsFrom column: Int,
+    first: (Row) -> Extra
+  ) throws -> (request: StoredRequest, first: Extra)? {
+    var found: (request: StoredRequest, first: Extra)? = nil
+    try forEachRow(statement, arguments) { row in
+      if found == nil { found = (request(row: row), first(row)) }
+      guard let approverID = row[column] as String? else { return }
+      found!.request.approvals.append(approval(approverID: approverID, row: row, from: column + 1))
     }
-    return request
+    return found
   }
 
   static let requestColumnCount = requestColumnNames.count
