@@ -281,8 +281,7 @@ public final class ApproverKey: Sendable {
   }
 
   static func randomBytes(_ count: Int) -> [UInt8] {
-    var generator = SystemRandomNumberGenerator()
-    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    SystemRandom.bytes(count)
   }
 
   /// `text` as a JSON string literal.

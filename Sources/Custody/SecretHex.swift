@@ -2,10 +2,7 @@ extension SecretBytes {
   /// `count` bytes from the system's random number generator, for transient secrets made where
   /// no token exists yet (a token's RNG is preferred wherever there is one).
   public static func random(count: Int) -> SecretBytes {
-    SecretBytes(count: count) { buffer in
-      var generator = SystemRandomNumberGenerator()
-      for index in buffer.indices { buffer[index] = UInt8.random(in: 0...255, using: &generator) }
-    }
+    SecretBytes(count: count) { buffer in SystemRandom.fill(buffer) }
   }
 
   /// Lower-case hex of the secret, after `prefix`, in a new zeroing buffer: for secrets that

@@ -27,8 +27,7 @@ public final class SessionTable: Sendable {
   /// Opens a session: its token and when it lapses unless used.
   public func open() throws(VaultWireError) -> (token: String, expiresAt: Date) {
     let now = clock()
-    var random = SystemRandomNumberGenerator()
-    var bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
+    var bytes = SystemRandom.bytes(32)
     defer { SecretBytes.zero(&bytes) }
     let token = SessionTable.tokenPrefix + Hex.encode(bytes)
     let idle = idleSeconds

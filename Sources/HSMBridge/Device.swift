@@ -427,6 +427,5 @@ func absolutePath(_ path: String) -> String {
 }
 
 func randomBytes(_ count: Int) -> [UInt8] {
-  var generator = SystemRandomNumberGenerator()
-  return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+  SystemRandom.bytes(count)
 }

@@ -150,9 +150,7 @@ public enum WireAudit {
         "wrong-credential", "\(vaultService)/Login", expected: "wrongCredential, counted",
         observed: "\(lockout.failures) failures already: one more would start a lockout; not tried", .skipped)
     } else {
-      var random = SystemRandomNumberGenerator()
-      let guess = SecretBytes(
-        utf8: "custos-cu1-" + Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }))
+      let guess = SecretBytes(utf8: "custos-cu1-" + Hex.encode(SystemRandom.bytes(32)))
       do {
         _ = try await client.login(credential: guess)
         record(

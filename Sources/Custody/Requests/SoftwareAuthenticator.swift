@@ -50,8 +50,7 @@ public final class SoftwareAuthenticator: Sendable {
         try privateKey.map { try Curve25519.Signing.PrivateKey(rawRepresentation: $0) }
           ?? Curve25519.Signing.PrivateKey())
     }
-    var generator = SystemRandomNumberGenerator()
-    self.credentialID = credentialID ?? (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    self.credentialID = credentialID ?? SystemRandom.bytes(32)
     counter = Mutex(signCount)
   }
 

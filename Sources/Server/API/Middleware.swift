@@ -82,11 +82,10 @@ public enum APIKeys {
 
   /// A new key (shown once) and the record the database keeps (its hash).
   public static func make(name: String, scopes: Set<APIScope>, at: Date) -> (key: String, record: APIKeyRecord) {
-    var generator = SystemRandomNumberGenerator()
-    var secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    var secret = SystemRandom.bytes(32)
     defer { SecretBytes.zero(&secret) }
     let key = prefix + Base64URL.encode(secret)
-    let id = "ak_" + Hex.encode((0..<8).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    let id = "ak_" + Hex.encode(SystemRandom.bytes(8))
     return (
       key,
       APIKeyRecord(

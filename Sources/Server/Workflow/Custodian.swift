@@ -189,8 +189,7 @@ public final class Custodian: Sendable {
 
   /// `rq_` and 32 hex digits of the system's random generator: 128 bits, unguessable.
   static func newRequestID() -> String {
-    var generator = SystemRandomNumberGenerator()
-    return "rq_" + Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    "rq_" + Hex.encode(SystemRandom.bytes(16))
   }
 
   /// An envelope field path as the API names it (`operation.approvers[1].rpID` -> `approvers[1].rpID`).

@@ -26,8 +26,7 @@ public final class Secp256k1: @unchecked Sendable {
 
   /// A context blinded with 32 bytes from the operating system's generator (tests, tools).
   public convenience init() throws {
-    var generator = SystemRandomNumberGenerator()
-    try self.init(randomness: (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    try self.init(randomness: SystemRandom.bytes(32))
   }
 
   deinit { secp256k1_context_destroy(context) }
