@@ -156,8 +156,7 @@ let package = Package(
       dependencies: [
         "Ceremony", "HSMBridge", "Custody", "CSecp256k1", "Vault", "VaultWire", "Approver", "CustosAPI",
         "ProcessSupport",
-        argumentParser, logging, openAPIRuntime, httpTypes, nioCore, nioPosix,
-        .product(name: "NIOHTTP1", package: "swift-nio"),
+        argumentParser, logging, openAPIRuntime, openAPIURLSession, httpTypes,
       ]
     ),
     // Test helpers shared by test targets: temporary directories, real SoftHSM test devices, an

@@ -86,7 +86,7 @@ public final class ApproverKey: Sendable {
   ) throws(ApproverError)
     -> ApproverKey
   {
-    var secret = randomBytes(32)
+    var secret = SystemRandom.bytes(32)
     defer { SecretBytes.zero(&secret) }
     let bot: SoftwareBot
     do {
@@ -106,12 +106,12 @@ public final class ApproverKey: Sendable {
     guard !rpID.isEmpty, !origin.isEmpty else {
       throw ApproverError(.keyFileInvalid, "a passkey needs an RP id and an origin")
     }
-    var secret = randomBytes(32)
+    var secret = SystemRandom.bytes(32)
     defer { SecretBytes.zero(&secret) }
     let authenticator: SoftwareAuthenticator
     do {
       authenticator = try SoftwareAuthenticator(
-        algorithm, rpID: rpID, origin: origin, credentialID: randomBytes(32), privateKey: secret)
+        algorithm, rpID: rpID, origin: origin, credentialID: SystemRandom.bytes(32), privateKey: secret)
     } catch {
       throw ApproverError(.keyFileInvalid, "cannot make a passkey: \(error)")
     }
@@ -278,10 +278,6 @@ public final class ApproverKey: Sendable {
           : ApproverError(.keyFileInvalid, "cannot create \(path): \(String(cString: strerror(failure)))")
       }
     }
-  }
-
-  static func randomBytes(_ count: Int) -> [UInt8] {
-    SystemRandom.bytes(count)
   }
 
   /// `text` as a JSON string literal.

@@ -129,7 +129,7 @@ public final class Device: @unchecked Sendable {
         partitionManifests.append(try initializePartition(setup, in: staging, logger: logger))
       }
       let manifest = DeviceManifest(
-        format: DeviceManifest.currentFormat, name: name, serial: Hex.encode(randomBytes(8)),
+        format: DeviceManifest.currentFormat, name: name, serial: Hex.encode(SystemRandom.bytes(8)),
         created: ISO8601DateFormatter().string(from: Date()), partitions: partitionManifests)
       try writeManifest(manifest, to: staging)
       let staged = Device(directory: staging, manifest: manifest, lock: lock, logger: logger)
@@ -424,8 +424,4 @@ func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) th
 func absolutePath(_ path: String) -> String {
   let url = URL(fileURLWithPath: path)
   return url.standardizedFileURL.path
-}
-
-func randomBytes(_ count: Int) -> [UInt8] {
-  SystemRandom.bytes(count)
 }

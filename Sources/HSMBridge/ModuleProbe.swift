@@ -12,7 +12,7 @@ public struct ModuleProbe: Sendable {
   /// Loads the module at `path` with a temporary SoftHSM configuration that allows every
   /// mechanism, reads what it offers, and removes the temporary store.
   public init(path: String = PKCS11Module.configuredPath, logger: Logger) throws {
-    let scratch = NSTemporaryDirectory() + "custos-probe-\(getpid())-\(Hex.encode(randomBytes(4)))"
+    let scratch = NSTemporaryDirectory() + "custos-probe-\(getpid())-\(Hex.encode(SystemRandom.bytes(4)))"
     try FileManager.default.createDirectory(
       atPath: scratch + "/tokens", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     defer { try? FileManager.default.removeItem(atPath: scratch) }

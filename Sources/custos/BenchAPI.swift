@@ -179,12 +179,10 @@ struct BenchAPI: AsyncParsableCommand {
     } catch {
       // A signal's handler may be stopping the world under the workflows: it exits with
       // 128 + signal once the world is gone, not this path with the workflows' error.
-      await workload.shutdown()
       world?.close()
       await trap?.awaitHandlerIfFired()
       throw error
     }
-    await workload.shutdown()
     world?.close()
 
     if json {

@@ -4,6 +4,7 @@ import CustosAPI
 import Foundation
 import HTTPTypes
 import OpenAPIRuntime
+import OpenAPIURLSession
 import Synchronization
 import Vault
 
@@ -106,9 +107,8 @@ final class APIWorkload: @unchecked Sendable {
   let baseURL: URL
   /// The customer system's Authorization header.
   let authorization: String
-  /// The customer system's client, generated from openapi.yaml, for the device's status before
-  /// and after the measurement.
-  let http: KeepAliveTransport
+  /// The customer system's client, generated from openapi.yaml (over URLSession, as the
+  /// approver's), for the device's status before and after the measurement.
   let customer: Client
   private(set) var wallets: [Wallet] = []
 
@@ -116,12 +116,8 @@ final class APIWorkload: @unchecked Sendable {
     guard let url = URL(string: baseURL) else { throw CommandFailure("'\(baseURL)' is not a URL") }
     self.baseURL = url
     authorization = "Bearer " + apiKey
-    http = try KeepAliveTransport(url: url, timeout: .seconds(60))
-    customer = Client(serverURL: url, configuration: .custos, transport: http, middlewares: [BearerKey(key: apiKey)])
-  }
-
-  func shutdown() async {
-    http.shutdown()
+    customer = Client(
+      serverURL: url, configuration: .custos, transport: URLSessionTransport(), middlewares: [BearerKey(key: apiKey)])
   }
 
   // MARK: Set-up
